@@ -1,0 +1,58 @@
+/**
+ * One base error with a stable `code` and structured `context`; every module
+ * throws a subclass or uses a static factory so callers (and the NBD errno
+ * mapper, and the CLI exit-code mapper) can switch on `code`, never on text.
+ */
+export const ErrorCode = {
+  LOCK_HELD: 'ERR_LOCK_HELD',
+  VOLUME_SIZE: 'ERR_VOLUME_SIZE',
+  OUT_OF_RANGE: 'ERR_OUT_OF_RANGE',
+  IO: 'ERR_IO',
+  NO_SPACE: 'ERR_NO_SPACE',
+  META_CORRUPT: 'ERR_META_CORRUPT',
+  META_MISMATCH: 'ERR_META_MISMATCH',
+  JOURNAL_CORRUPT: 'ERR_JOURNAL_CORRUPT',
+  JOURNAL_FULL: 'ERR_JOURNAL_FULL',
+  JOURNAL_RANGE: 'ERR_JOURNAL_RANGE',
+  BITMAP_FORMAT: 'ERR_BITMAP_FORMAT',
+  FRAME_TOO_LARGE: 'ERR_FRAME_TOO_LARGE',
+  FRAME_INVALID: 'ERR_FRAME_INVALID',
+  CRC_MISMATCH: 'ERR_CRC_MISMATCH',
+  PROTOCOL: 'ERR_PROTOCOL',
+  AUTH_FAILED: 'ERR_AUTH_FAILED',
+  HANDSHAKE_REFUSED: 'ERR_HANDSHAKE_REFUSED',
+  NOT_PRIMARY: 'ERR_NOT_PRIMARY',
+  READ_ONLY: 'ERR_READ_ONLY',
+  PEER_GONE: 'ERR_PEER_GONE',
+  TIMEOUT: 'ERR_TIMEOUT',
+  SHUTDOWN: 'ERR_SHUTDOWN',
+  CONFIG: 'ERR_CONFIG',
+  USAGE: 'ERR_USAGE',
+  NBD_PROTOCOL: 'ERR_NBD_PROTOCOL',
+} as const
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
+
+export interface BlockrepErrorOptions extends ErrorOptions {
+  context?: Record<string, unknown>
+}
+
+export class BlockrepError extends Error {
+  readonly code: ErrorCode
+  readonly context: Record<string, unknown>
+
+  constructor(code: ErrorCode, message: string, options: BlockrepErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'BlockrepError'
+    this.code = code
+    this.context = options.context ?? {}
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { name: this.name, code: this.code, message: this.message, context: this.context }
+  }
+}
+
+/** True when `err` is a BlockrepError with the given code. */
+export function isCode(err: unknown, code: ErrorCode): err is BlockrepError {
+  return err instanceof BlockrepError && err.code === code
+}
