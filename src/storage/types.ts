@@ -92,7 +92,9 @@ export interface JournalRecord {
   epoch: number
   /** byte offset in the volume */
   offset: number
-  data: Buffer
+  length: number
+  /** null: the range is zeroed (WRITE_ZEROES/TRIM), nothing stored but the header */
+  data: Buffer | null
 }
 
 /** Journal record header without payload (cheap to enumerate). */
@@ -101,4 +103,5 @@ export interface JournalEntryInfo {
   epoch: number
   offset: number
   length: number
+  zero: boolean
 }
