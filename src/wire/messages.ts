@@ -126,6 +126,8 @@ export interface RoundBeginMsg {
   blocks: number
   /** primary head g_k at freeze */
   frozenSeq: number
+  /** B_k (portable Roaring) so the standby can persist what remains; null = every block (FULL round 1) */
+  bitmap: Buffer | null
 }
 /** `count` contiguous blocks from `block`. payload: count*blockSize bytes. */
 export interface BlocksMsg { type: 'BLOCKS'; round: number; block: number; count: number; crc: number }
