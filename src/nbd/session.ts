@@ -1,0 +1,511 @@
+import type { BlockEngine } from './engine.js'
+import {
+  CLIENT_FLAGS_KNOWN, ClientFlag, Cmd, CmdFlag, CmdName, Errno, HandshakeFlag, InfoType, Limits, Option,
+  OptionName, OptReply, Size, TransFlag, nameOf,
+} from './constants.js'
+import {
+  NbdDecoder, encodeExportNameReply, encodeGreeting, encodeInfoBlockSize, encodeInfoExport, encodeOptionReply,
+  encodeServerEntry, encodeSimpleReply, parseInfoRequest,
+} from './codec.js'
+import type { Frame, OptionFrame, RequestFrame } from './codec.js'
+import { nbdErrno } from './errno.js'
+
+/** What the session needs from its transport (a net.Socket in production, an array in tests). */
+export interface SessionOutput {
+  /** Write the buffers back to back with nothing interleaved; `done` once flushed (or failed). */
+  send(chunks: Buffer[], done?: () => void): void
+  /** Pause (false) or resume (true) reading: backpressure. */
+  setReading(on: boolean): void
+  /** Graceful close once everything sent is flushed. */
+  end(): void
+  /** Hard disconnect. */
+  destroy(): void
+}
+
+/** pino-compatible subset. */
+export interface NbdLogger {
+  debug(obj: object, msg?: string): void
+  info(obj: object, msg?: string): void
+  warn(obj: object, msg?: string): void
+  error(obj: object, msg?: string): void
+}
+
+export interface SessionLimits {
+  /** largest READ/WRITE payload (also advertised as the maximum block size) */
+  maxPayload: number
+  maxOptionLength: number
+  maxOptions: number
+  /** requests parsed but not yet answered */
+  maxRequests: number
+  /** request headers + write payloads + read data not yet flushed to the socket */
+  maxBytesInFlight: number
+}
+
+/** Counters shared by every session of one server. */
+export interface NbdStats {
+  connections: number
+  totalConnections: number
+  requests: number
+  errors: number
+  /** bytes read from the volume and sent to clients */
+  bytesRead: number
+  /** bytes clients wrote to the volume */
+  bytesWritten: number
+}
+
+export function newStats(): NbdStats {
+  return { connections: 0, totalConnections: 0, requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0 }
+}
+
+export interface SessionOptions {
+  engine: BlockEngine
+  output: SessionOutput
+  log?: NbdLogger
+  limits?: Partial<SessionLimits>
+  stats?: NbdStats
+  /** advertise NBD_FLAG_CAN_MULTI_CONN (true: engine.flush covers every connection) */
+  multiConn?: boolean
+  id?: number
+}
+
+type State = 'handshake' | 'transmission' | 'draining' | 'closed'
+
+interface Mutation {
+  start: number
+  end: number
+  done: Promise<void>
+}
+
+interface Result {
+  error: number
+  data?: Buffer
+}
+
+const noop = (): void => {}
+const silent: NbdLogger = { debug: noop, info: noop, warn: noop, error: noop }
+
+export const DEFAULT_SESSION_LIMITS: SessionLimits = {
+  maxPayload: Limits.MAX_PAYLOAD,
+  maxOptionLength: Limits.MAX_OPTION_LENGTH,
+  maxOptions: Limits.MAX_OPTIONS,
+  maxRequests: 64,
+  maxBytesInFlight: 80 * 1024 * 1024,
+}
+
+/**
+ * One NBD connection: fixed-newstyle handshake, then transmission. Requests
+ * run concurrently up to the limits; a mutation (WRITE, WRITE_ZEROES, TRIM)
+ * waits for earlier mutations of this connection that overlap it, a READ for
+ * earlier overlapping mutations, a FLUSH for every earlier mutation. Replies go
+ * out as they complete, each header + data written back to back.
+ */
+export class NbdSession {
+  private readonly engine: BlockEngine
+  private readonly out: SessionOutput
+  private readonly log: NbdLogger
+  private readonly limits: SessionLimits
+  private readonly stats: NbdStats
+  private readonly multiConn: boolean
+  private readonly id: number
+  private readonly decoder: NbdDecoder
+  private state: State = 'handshake'
+  private shuttingDown = false
+  private noZeroes = false
+  private fixedNewstyle = false
+  private optionCount = 0
+  private inflight = 0
+  private inflightBytes = 0
+  private reading = true
+  private pumping = false
+  private readonly mutations = new Set<Mutation>()
+  private idleWaiters: Array<() => void> = []
+
+  constructor(opts: SessionOptions) {
+    this.engine = opts.engine
+    this.out = opts.output
+    this.log = opts.log ?? silent
+    this.limits = { ...DEFAULT_SESSION_LIMITS, ...opts.limits }
+    this.stats = opts.stats ?? newStats()
+    this.multiConn = opts.multiConn ?? true
+    this.id = opts.id ?? 0
+    this.decoder = new NbdDecoder(this.limits)
+    // a bound below one full request could stall a single large WRITE forever
+    if (this.limits.maxBytesInFlight < this.limits.maxPayload + Size.REQUEST) {
+      this.limits.maxBytesInFlight = this.limits.maxPayload + Size.REQUEST
+    }
+  }
+
+  get phase(): State {
+    return this.state
+  }
+
+  get requestsInFlight(): number {
+    return this.inflight
+  }
+
+  get bytesInFlight(): number {
+    return this.inflightBytes
+  }
+
+  /** Send the greeting; call once the transport is connected. */
+  start(): void {
+    this.out.send([encodeGreeting(HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES)])
+  }
+
+  /** Bytes from the client. */
+  receive(chunk: Buffer): void {
+    if (this.state === 'closed' || this.state === 'draining') return
+    this.decoder.push(chunk)
+    this.pump()
+  }
+
+  /** The transport is gone (peer closed, error, or our own end/destroy). */
+  transportClosed(): void {
+    if (this.state === 'closed') return
+    this.state = 'closed'
+    this.decoder.discard()
+    this.settleIfIdle()
+  }
+
+  /** The peer will send nothing more (TCP half-close): answer what is in flight, then close. */
+  peerEnded(): void {
+    if (this.state === 'handshake') this.close('peer closed during handshake', false)
+    else this.beginDrain()
+  }
+
+  /**
+   * Server shutdown: stop reading, answer requests already received,
+   * finish those in flight, then close. Resolves once nothing is in flight.
+   */
+  shutdown(): Promise<void> {
+    this.shuttingDown = true
+    if (this.state === 'handshake') {
+      this.close('shutdown during handshake', false)
+    } else if (this.state === 'transmission') {
+      // requests already buffered are answered ESHUTDOWN (spec: Terminating the transmission phase)
+      this.pump()
+      this.beginDrain()
+    }
+    return this.idle()
+  }
+
+  /** Resolves when no request is in flight (engine call running or reply unflushed). */
+  idle(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve()
+    return new Promise(resolve => this.idleWaiters.push(resolve))
+  }
+
+  private pump(): void {
+    if (this.pumping) return
+    this.pumping = true
+    try {
+      while ((this.state === 'handshake' || this.state === 'transmission') && !this.full()) {
+        let frame: Frame | undefined
+        try {
+          frame = this.decoder.next()
+        } catch (err) {
+          this.log.warn({ conn: this.id, err }, 'nbd: protocol violation, disconnecting')
+          this.close('protocol violation', true)
+          return
+        }
+        if (frame === undefined) break
+        this.dispatch(frame)
+      }
+    } finally {
+      this.pumping = false
+    }
+    this.updateReading()
+  }
+
+  private full(): boolean {
+    return this.inflight >= this.limits.maxRequests || this.inflightBytes >= this.limits.maxBytesInFlight
+  }
+
+  private updateReading(): void {
+    const open = this.state === 'handshake' || (this.state === 'transmission' && !this.shuttingDown)
+    const room = this.inflight === 0 ||
+      (!this.full() && this.inflightBytes + this.decoder.bufferedBytes < this.limits.maxBytesInFlight)
+    const want = open && room
+    if (want !== this.reading) {
+      this.reading = want
+      this.out.setReading(want)
+    }
+  }
+
+  private dispatch(frame: Frame): void {
+    switch (frame.type) {
+      case 'clientFlags':
+        if ((frame.flags & ~CLIENT_FLAGS_KNOWN) !== 0) {
+          this.log.warn({ conn: this.id, flags: frame.flags }, 'nbd: unknown client flags, disconnecting')
+          this.close('unknown client flags', true)
+          return
+        }
+        this.fixedNewstyle = (frame.flags & ClientFlag.FIXED_NEWSTYLE) !== 0
+        this.noZeroes = (frame.flags & ClientFlag.NO_ZEROES) !== 0
+        return
+      case 'option':
+        this.handleOption(frame)
+        return
+      case 'request':
+        this.handleRequest(frame)
+        return
+    }
+  }
+
+  // Handshake
+
+  private handleOption(f: OptionFrame): void {
+    if (++this.optionCount > this.limits.maxOptions) {
+      this.log.warn({ conn: this.id, count: this.optionCount }, 'nbd: too many options, disconnecting')
+      this.close('too many options', true)
+      return
+    }
+    this.log.debug({ conn: this.id, option: nameOf(OptionName, f.option), length: f.data.length }, 'nbd: option')
+    switch (f.option) {
+      case Option.EXPORT_NAME: {
+        const name = f.data.toString('utf8')
+        if (!this.knownExport(name)) {
+          this.log.info({ conn: this.id, name }, 'nbd: unknown export (EXPORT_NAME), disconnecting')
+          this.close('unknown export', true)
+          return
+        }
+        this.out.send([encodeExportNameReply(this.engine.size, this.transmissionFlags(), this.noZeroes)])
+        this.enterTransmission(name)
+        return
+      }
+      case Option.ABORT:
+        this.reply(f.option, OptReply.ACK)
+        this.close('client abort', false)
+        return
+      case Option.LIST:
+        if (f.data.length !== 0) {
+          this.reply(f.option, OptReply.ERR_INVALID, 'NBD_OPT_LIST takes no data')
+          return
+        }
+        this.out.send([
+          encodeOptionReply(f.option, OptReply.SERVER, encodeServerEntry(this.engine.name)),
+          encodeOptionReply(f.option, OptReply.ACK),
+        ])
+        return
+      case Option.INFO:
+      case Option.GO:
+        this.handleInfo(f)
+        return
+      default:
+        // STRUCTURED_REPLY, STARTTLS, meta contexts, anything newer: the client falls back
+        if (!this.fixedNewstyle) {
+          this.close('option needs fixed newstyle', true)
+          return
+        }
+        this.reply(f.option, OptReply.ERR_UNSUP, `option ${nameOf(OptionName, f.option)} not supported`)
+    }
+  }
+
+  private handleInfo(f: OptionFrame): void {
+    const req = parseInfoRequest(f.data)
+    if (req === undefined) {
+      this.reply(f.option, OptReply.ERR_INVALID, 'malformed info request')
+      return
+    }
+    if (!this.knownExport(req.name)) {
+      this.reply(f.option, OptReply.ERR_UNKNOWN, `no export named "${req.name}"`)
+      return
+    }
+    // INFO_EXPORT always, even if not requested: qemu fails without it
+    const chunks = [encodeOptionReply(f.option, OptReply.INFO, encodeInfoExport(this.engine.size, this.transmissionFlags()))]
+    if (req.infos.includes(InfoType.BLOCK_SIZE)) {
+      const preferred = Math.min(Math.max(this.engine.blockSize, 1), this.limits.maxPayload)
+      chunks.push(encodeOptionReply(f.option, OptReply.INFO, encodeInfoBlockSize(1, preferred, this.limits.maxPayload)))
+    }
+    chunks.push(encodeOptionReply(f.option, OptReply.ACK))
+    this.out.send(chunks)
+    if (f.option === Option.GO) this.enterTransmission(req.name)
+  }
+
+  private reply(option: number, type: number, message?: string): void {
+    this.out.send([encodeOptionReply(option, type, message === undefined ? undefined : Buffer.from(message))])
+  }
+
+  private knownExport(name: string): boolean {
+    return name === '' || name === this.engine.name
+  }
+
+  private transmissionFlags(): number {
+    let flags = TransFlag.HAS_FLAGS | TransFlag.SEND_FLUSH | TransFlag.SEND_FUA | TransFlag.SEND_TRIM |
+      TransFlag.SEND_WRITE_ZEROES
+    if (this.multiConn) flags |= TransFlag.CAN_MULTI_CONN
+    if (this.engine.isReadOnly()) flags |= TransFlag.READ_ONLY
+    return flags
+  }
+
+  private enterTransmission(name: string): void {
+    this.state = 'transmission'
+    this.decoder.enterTransmission()
+    this.log.info({ conn: this.id, name, size: this.engine.size, readOnly: this.engine.isReadOnly() },
+      'nbd: transmission')
+  }
+
+  // Transmission
+
+  private handleRequest(f: RequestFrame): void {
+    if (f.command === Cmd.DISC) {
+      this.log.debug({ conn: this.id }, 'nbd: disconnect requested')
+      this.beginDrain()
+      return
+    }
+    const readData = f.command === Cmd.READ && f.length <= this.limits.maxPayload ? f.length : 0
+    const cost = Size.REQUEST + (f.data?.length ?? 0) + readData
+    this.inflight++
+    this.inflightBytes += cost
+    this.stats.requests++
+    const run = this.shuttingDown ? Promise.resolve({ error: Errno.ESHUTDOWN }) : this.execute(f)
+    void run.then(result => this.finish(f, result, cost))
+  }
+
+  private execute(f: RequestFrame): Promise<Result> {
+    const bad = this.validate(f)
+    if (bad !== Errno.OK) return Promise.resolve({ error: bad })
+    const end = f.offset + f.length
+    const fua = (f.flags & CmdFlag.FUA) !== 0
+    switch (f.command) {
+      case Cmd.READ: {
+        const deps = this.overlapping(f.offset, end)
+        return this.guard(async () => {
+          await deps
+          if (f.length === 0) return { error: Errno.OK, data: Buffer.alloc(0) }
+          const data = await this.engine.read(f.offset, f.length)
+          if (data.length !== f.length) return { error: Errno.EIO }
+          return { error: Errno.OK, data }
+        })
+      }
+      case Cmd.WRITE: {
+        const data = f.data as Buffer
+        return this.mutate(f.offset, end, () => this.engine.write(f.offset, data, { fua }))
+      }
+      case Cmd.WRITE_ZEROES:
+        return this.mutate(f.offset, end, () => this.engine.writeZeroes(f.offset, f.length, { fua }))
+      case Cmd.TRIM:
+        // fua on TRIM: the engine's trim is advisory; a flush makes any effect durable
+        return this.mutate(f.offset, end, async () => {
+          await this.engine.trim(f.offset, f.length)
+          if (fua) await this.engine.flush()
+        })
+      case Cmd.FLUSH: {
+        const deps = Promise.all([...this.mutations].map(m => m.done))
+        return this.guard(async () => {
+          await deps
+          await this.engine.flush()
+          return { error: Errno.OK }
+        })
+      }
+      default:
+        return Promise.resolve({ error: Errno.EINVAL })
+    }
+  }
+
+  /** Errno for a request that must not reach the engine, or OK. */
+  private validate(f: RequestFrame): number {
+    const allowed = f.command === Cmd.WRITE_ZEROES ? CmdFlag.FUA | CmdFlag.NO_HOLE : CmdFlag.FUA
+    if ((f.flags & ~allowed) !== 0) return Errno.EINVAL
+    const size = this.engine.size
+    const end = f.offset + f.length
+    switch (f.command) {
+      case Cmd.READ:
+        if (f.length > this.limits.maxPayload) return Errno.EINVAL
+        return end > size ? Errno.EINVAL : Errno.OK
+      case Cmd.WRITE:
+      case Cmd.WRITE_ZEROES:
+        if (this.engine.isReadOnly()) return Errno.EPERM
+        return end > size ? Errno.ENOSPC : Errno.OK
+      case Cmd.TRIM:
+        if (this.engine.isReadOnly()) return Errno.EPERM
+        return end > size ? Errno.EINVAL : Errno.OK
+      case Cmd.FLUSH:
+        return Errno.OK
+      default:
+        return Errno.EINVAL
+    }
+  }
+
+  private overlapping(start: number, end: number): Promise<unknown> | undefined {
+    const deps: Promise<void>[] = []
+    for (const m of this.mutations) if (m.start < end && start < m.end) deps.push(m.done)
+    return deps.length === 0 ? undefined : Promise.all(deps)
+  }
+
+  /** Run a mutation after the earlier overlapping ones; register it for later reads/writes/flushes. */
+  private mutate(start: number, end: number, fn: () => Promise<void>): Promise<Result> {
+    const deps = this.overlapping(start, end)
+    const result = this.guard(async () => {
+      await deps
+      if (end > start) await fn()
+      return { error: Errno.OK }
+    })
+    const m: Mutation = { start, end, done: result.then(noop) }
+    this.mutations.add(m)
+    void m.done.then(() => this.mutations.delete(m))
+    return result
+  }
+
+  private async guard(fn: () => Promise<Result>): Promise<Result> {
+    try {
+      return await fn()
+    } catch (err) {
+      const error = nbdErrno(err)
+      this.log.warn({ conn: this.id, err, errno: error }, 'nbd: engine error')
+      return { error }
+    }
+  }
+
+  private finish(f: RequestFrame, result: Result, cost: number): void {
+    if (result.error !== Errno.OK) {
+      this.stats.errors++
+      this.log.debug({ conn: this.id, cmd: nameOf(CmdName, f.command), offset: f.offset, length: f.length,
+        errno: result.error }, 'nbd: request failed')
+    } else if (f.command === Cmd.READ) {
+      this.stats.bytesRead += f.length
+    } else if (f.command === Cmd.WRITE) {
+      this.stats.bytesWritten += f.length
+    }
+    const release = (): void => {
+      this.inflight--
+      this.inflightBytes -= cost
+      if (this.state === 'draining' && this.inflight === 0) this.close('drained', false)
+      this.settleIfIdle()
+      this.pump()
+    }
+    if (this.state === 'closed') {
+      release()
+      return
+    }
+    const header = encodeSimpleReply(f.cookie, result.error)
+    const data = result.error === Errno.OK ? result.data : undefined
+    this.out.send(data !== undefined && data.length > 0 ? [header, data] : [header], release)
+  }
+
+  private beginDrain(): void {
+    if (this.state !== 'transmission') return
+    this.state = 'draining'
+    this.decoder.discard()
+    this.updateReading()
+    if (this.inflight === 0) this.close('drained', false)
+  }
+
+  private close(reason: string, hard: boolean): void {
+    if (this.state === 'closed') return
+    this.log.debug({ conn: this.id, reason }, 'nbd: closing')
+    this.state = 'closed'
+    this.decoder.discard()
+    this.updateReading()
+    if (hard) this.out.destroy()
+    else this.out.end()
+    this.settleIfIdle()
+  }
+
+  private settleIfIdle(): void {
+    if (this.inflight !== 0) return
+    const waiters = this.idleWaiters
+    this.idleWaiters = []
+    for (const w of waiters) w()
+  }
+}
