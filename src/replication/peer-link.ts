@@ -1,0 +1,314 @@
+import { connectTransport } from '../wire/transport.js'
+import type { FrameTransport } from '../wire/transport.js'
+import type { Frame } from '../wire/messages.js'
+import type { JournalRecord } from '../storage/types.js'
+import type { NodeStore } from './node-store.js'
+import type { WriteListener, WritePath } from './write-path.js'
+import { primaryHandshake } from './primary-handshake.js'
+import type { Decision } from './decide.js'
+import { ResyncSender } from './resync-sender.js'
+import type { ResyncTunables } from './resync-sender.js'
+import { ResyncMeter } from './resync-meter.js'
+import { BlockrepError, isCode } from '../util/errors.js'
+import type { Logger } from '../util/log.js'
+import { crc32c } from '../util/crc32c.js'
+
+export type PeerState = 'connecting' | 'handshake' | 'syncing' | 'streaming' | 'disconnected'
+
+export interface PeerConfig {
+  node: string
+  address: string
+  protocol: 'sync' | 'async'
+}
+
+export interface LinkTunables extends ResyncTunables {
+  checksumResync: boolean
+  reconnectMinMs: number
+  reconnectMaxMs: number
+  heartbeatMs: number
+  peerTimeoutMs: number
+}
+
+/** Splits "host:port" (IPv6 in brackets). */
+export function splitAddress(address: string): [string, number] {
+  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(address)
+  if (!m) throw new BlockrepError('ERR_CONFIG', `address "${address}" is not host:port`, { context: { address } })
+  return [m[1], Number(m[2])]
+}
+
+/**
+ * The primary's link to one standby: dials with backoff, runs the handshake,
+ * catches the standby up in the mode decided, then streams journal records in
+ * seq order with a bounded in-flight window. Writes for a sync peer wait for
+ * its durable ACK only while it is in sync (streaming, consistent, caught up);
+ * a peer that drops is tracked from its acked seq by the journal and its dirty
+ * bitmap, and the next handshake decides how it catches up.
+ */
+export class PeerLink implements WriteListener {
+  state: PeerState = 'disconnected'
+  lastMode: { mode: string; reason: string; blocks: number; bytes: number; at: number } | null = null
+  lastError: string | null = null
+  readonly meter = new ResyncMeter()
+  readonly nodeId: string
+
+  private t: FrameTransport | null = null
+  private enabled = false
+  private acked: number
+  private sendSeq = 0
+  private inflight: { seq: number; bytes: number }[] = []
+  private inflightBytes = 0
+  private inSync = false
+  private syncTarget: number | null = null
+  private pumping = false
+  private ackWaiters: { seq: number; resolve: () => void }[] = []
+  private resync: ResyncSender | null = null
+  private wakeLoop: (() => void) | null = null
+  private loopDone: Promise<void> = Promise.resolve()
+  private heartbeat: NodeJS.Timeout | null = null
+
+  constructor(
+    readonly peer: PeerConfig,
+    private readonly store: NodeStore,
+    private readonly wp: WritePath,
+    private readonly secret: string,
+    private readonly tun: LinkTunables,
+    private readonly log: Logger,
+  ) {
+    this.nodeId = peer.node
+    this.acked = store.peer(peer.node).ackedSeq
+  }
+
+  start(): void {
+    if (this.enabled) return
+    this.enabled = true
+    this.wp.addListener(this)
+    this.loopDone = this.loop()
+  }
+
+  /** Stops dialing and closes the connection; the peer is tracked from its acked seq. */
+  async stop(): Promise<void> {
+    this.enabled = false
+    this.wakeLoop?.()
+    await this.t?.close()
+    await this.loopDone
+    this.wp.removeListener(this)
+  }
+
+  ackedSeq(): number {
+    return this.acked
+  }
+
+  get lagSeq(): number {
+    return Math.max(0, this.store.journal.headSeq - this.acked)
+  }
+
+  get connected(): boolean {
+    return this.t !== null && !this.t.closed
+  }
+
+  onAppend(rec: JournalRecord): void {
+    if (this.state !== 'streaming' || !this.t) return
+    if (this.sendSeq === rec.seq && !this.pumping && this.inflightBytes < this.tun.windowBytes) {
+      this.sendRecord(rec)
+      return
+    }
+    void this.pump()
+  }
+
+  waitDurable(seq: number): Promise<void> {
+    if (this.peer.protocol !== 'sync' || !this.inSync || this.acked >= seq) return Promise.resolve()
+    return new Promise((resolve) => this.ackWaiters.push({ seq, resolve }))
+  }
+
+  private async loop(): Promise<void> {
+    let backoff = this.tun.reconnectMinMs
+    while (this.enabled) {
+      let refused = false
+      try {
+        this.state = 'connecting'
+        const [host, port] = splitAddress(this.peer.address)
+        const t = await connectTransport(host, port, { timeoutMs: this.tun.peerTimeoutMs })
+        this.t = t
+        if (!this.enabled) break
+        this.state = 'handshake'
+        const { decision } = await primaryHandshake(t, this.store, this.secret, this.peer.node, this.tun.checksumResync)
+        this.noteMode(decision)
+        backoff = this.tun.reconnectMinMs
+        await this.session(t, decision)
+      } catch (err) {
+        refused = isCode(err, 'ERR_HANDSHAKE_REFUSED') || isCode(err, 'ERR_AUTH_FAILED')
+        const e = err as Error
+        this.lastError = e.message
+        const level = this.enabled ? (refused ? 'error' : 'warn') : 'debug'
+        this.log[level]({ peer: this.peer.node, address: this.peer.address, err: e.message, code: (err as BlockrepError).code }, 'replication link down')
+      } finally {
+        await this.dropped()
+      }
+      if (!this.enabled) break
+      await this.sleep(refused ? this.tun.reconnectMaxMs : backoff)
+      backoff = Math.min(backoff * 2, this.tun.reconnectMaxMs)
+    }
+    this.state = 'disconnected'
+  }
+
+  private noteMode(d: Decision): void {
+    this.lastMode = { mode: d.mode, reason: d.reason, blocks: d.blocks, bytes: d.bytes, at: Date.now() }
+    this.log.info({ peer: this.peer.node, mode: d.mode, rule: d.rule, reason: d.reason, blocks: d.blocks, bytes: d.bytes }, 'catch-up mode chosen')
+  }
+
+  /** Runs one connected session until it ends (throws the reason). */
+  private async session(t: FrameTransport, d: Decision): Promise<void> {
+    const reader = this.readFrames(t)
+    this.heartbeat = setInterval(() => t.send({ type: 'PING', t: Date.now() }), this.tun.heartbeatMs)
+    try {
+      let from = this.store.journal.headSeq + 1
+      if (d.mode === 'HEAD_DELTA') from = d.fromSeq + 1
+      if (d.mode === 'BITMAP' || d.mode === 'FULL') {
+        this.state = 'syncing'
+        this.resync = new ResyncSender(t, this.store, this.wp, this.tun, this.meter, this.log, this.peer.node)
+        const frozen = await Promise.race([this.resync.run(d.mode === 'FULL' ? null : d.bitmap, d.mode, this.tun.checksumResync), reader])
+        from = (frozen as number) + 1
+        this.resync = null
+        this.syncTarget = this.store.journal.headSeq
+        t.send({ type: 'SYNC_DONE', headSeq: this.syncTarget })
+      } else {
+        this.acked = Math.max(this.acked, from - 1)
+      }
+      this.sendSeq = from
+      this.state = 'streaming'
+      if (this.syncTarget !== null && this.acked >= this.syncTarget) this.syncComplete()
+      void this.pump()
+      await reader
+    } finally {
+      clearInterval(this.heartbeat)
+      this.heartbeat = null
+    }
+  }
+
+  private async readFrames(t: FrameTransport): Promise<never> {
+    for (;;) {
+      const f = await t.next(this.tun.peerTimeoutMs)
+      this.onFrame(f)
+    }
+  }
+
+  private onFrame(f: Frame): void {
+    const m = f.msg
+    if (this.resync?.handle(f)) return
+    switch (m.type) {
+      case 'ACK':
+        return this.onAck(m.seq)
+      case 'PONG':
+      case 'PING':
+        return
+      case 'ERROR':
+        throw new BlockrepError('ERR_PEER_GONE', `${this.peer.node} ended the session: ${m.code}: ${m.message}`, { context: { peer: this.peer.node } })
+      default:
+        throw new BlockrepError('ERR_PROTOCOL', `unexpected ${m.type} from ${this.peer.node}`, { context: { peer: this.peer.node, type: m.type } })
+    }
+  }
+
+  private onAck(seq: number): void {
+    if (seq <= this.acked) return
+    if (seq > this.store.journal.headSeq) {
+      throw new BlockrepError('ERR_PROTOCOL', `${this.peer.node} acknowledged seq ${seq} beyond head ${this.store.journal.headSeq}`)
+    }
+    this.acked = seq
+    const pm = this.store.peer(this.peer.node)
+    pm.ackedSeq = seq
+    while (this.inflight.length && this.inflight[0].seq <= seq) this.inflightBytes -= this.inflight.shift()!.bytes
+    if (this.ackWaiters.length) {
+      const keep: typeof this.ackWaiters = []
+      for (const w of this.ackWaiters) (w.seq <= seq ? w.resolve() : keep.push(w))
+      this.ackWaiters = keep
+    }
+    if (this.syncTarget !== null && seq >= this.syncTarget) this.syncComplete()
+    // everything after the ack is still in the journal: the dirty bitmap has nothing left to say
+    if (pm.bitmapValid && !pm.dirty.isEmpty() && this.store.journal.tailSeq <= seq + 1) pm.dirty.clear()
+    void this.pump()
+  }
+
+  private syncComplete(): void {
+    this.syncTarget = null
+    const pm = this.store.peer(this.peer.node)
+    pm.bitmapValid = true
+    if (this.store.journal.tailSeq <= this.acked + 1) pm.dirty.clear()
+    this.wp.setThrottle(0)
+    this.meter.finish()
+    this.store.saveMeta()
+    this.log.info({ peer: this.peer.node, seq: this.acked }, 'standby consistent: resync complete')
+  }
+
+  private sendRecord(rec: JournalRecord): boolean {
+    const t = this.t!
+    const zero = rec.data === null
+    const ok = t.send(
+      { type: 'WRITE', seq: rec.seq, epoch: rec.epoch, offset: rec.offset, length: rec.length, zero, crc: zero ? 0 : crc32c(rec.data!) },
+      zero ? undefined : rec.data!,
+    )
+    this.sendSeq = rec.seq + 1
+    this.inflight.push({ seq: rec.seq, bytes: rec.length })
+    this.inflightBytes += rec.length
+    if (this.sendSeq > this.store.journal.headSeq && this.syncTarget === null) this.inSync = true
+    return ok
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping) return
+    this.pumping = true
+    try {
+      while (this.state === 'streaming' && this.t && !this.t.closed && this.sendSeq <= this.store.journal.headSeq) {
+        if (this.inflightBytes >= this.tun.windowBytes) return
+        const rec = this.wp.record(this.sendSeq)
+        if (!rec) {
+          await this.t.close(new BlockrepError('ERR_PEER_GONE', `${this.peer.node} fell behind the journal (needs seq ${this.sendSeq}, journal starts at ${this.store.journal.tailSeq}); the next handshake will choose BITMAP`))
+          return
+        }
+        if (!this.sendRecord(rec)) await this.t.drained()
+      }
+      if (this.state === 'streaming' && this.syncTarget === null && this.sendSeq > this.store.journal.headSeq) this.inSync = true
+    } catch (err) {
+      this.log.debug({ peer: this.peer.node, err: (err as Error).message }, 'pump stopped')
+    } finally {
+      this.pumping = false
+    }
+  }
+
+  private async dropped(): Promise<void> {
+    const wasUp = this.state === 'streaming' || this.state === 'syncing'
+    this.state = 'disconnected'
+    this.inSync = false
+    this.syncTarget = null
+    this.resync?.abort(new BlockrepError('ERR_PEER_GONE', `${this.peer.node} disconnected`))
+    this.resync = null
+    this.inflight = []
+    this.inflightBytes = 0
+    this.meter.stop()
+    this.wp.setThrottle(0)
+    // writes waiting on this peer complete with local durability (degraded), as DRBD does
+    for (const w of this.ackWaiters) w.resolve()
+    this.ackWaiters = []
+    const t = this.t
+    this.t = null
+    if (t && !t.closed) await t.close().catch(() => {})
+    if (wasUp) {
+      this.store.peer(this.peer.node).ackedSeq = this.acked
+      try {
+        this.store.saveMeta()
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'saving metadata after a peer dropped failed')
+      }
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms)
+      function done() {
+        clearTimeout(timer)
+        resolve()
+      }
+      this.wakeLoop = done
+    })
+  }
+}

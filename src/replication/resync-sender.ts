@@ -1,0 +1,225 @@
+import { createHash } from 'node:crypto'
+import type { FrameTransport } from '../wire/transport.js'
+import type { Frame } from '../wire/messages.js'
+import type { BlockBitmap } from '../storage/types.js'
+import type { NodeStore } from './node-store.js'
+import type { WritePath } from './write-path.js'
+import { addEntries, blocksSince, journalGap } from './facts.js'
+import { crc32c } from '../util/crc32c.js'
+import { BlockrepError } from '../util/errors.js'
+import type { Logger } from '../util/log.js'
+
+export interface ResyncTunables {
+  windowBytes: number
+  headDeltaMaxBytes: number
+  roundShrinkRatio: number
+  throttleWritesMiBps: number
+  digestRangeBlocks: number
+  maxRounds: number
+}
+
+export interface ResyncProgressSink {
+  begin(round: number, mode: 'BITMAP' | 'FULL', blocksTotal: number): void
+  blocksDone(blocks: number, bytes: number): void
+}
+
+/** Largest run of contiguous blocks sent in one BLOCKS frame. */
+const MAX_RUN_BYTES = 1024 * 1024
+
+/** Splits ascending block numbers into runs of contiguous blocks no longer than `max`. */
+export function* runs(blocks: Iterable<number>, max: number): Generator<[number, number]> {
+  let start = -1
+  let count = 0
+  for (const b of blocks) {
+    if (count > 0 && b === start + count && count < max) {
+      count++
+      continue
+    }
+    if (count > 0) yield [start, count]
+    start = b
+    count = 1
+  }
+  if (count > 0) yield [start, count]
+}
+
+/**
+ * Primary side of BITMAP and FULL resync, in rounds (DESIGN "Bitmap rounds"):
+ * freeze B_k and g_k; send every block of B_k with its current content in a
+ * bounded window; then replay (g_k, head] as HEAD_DELTA when small enough, or
+ * turn it into B_{k+1}. Rounds whose gap does not shrink throttle client
+ * writes so they converge. Returns the seq from which streaming continues.
+ */
+export class ResyncSender {
+  private applied = 0
+  private sentBlocks = 0
+  private waiter: (() => void) | null = null
+  private digestWaiters = new Map<number, (f: Frame) => void>()
+  private digestId = 0
+  private closedErr: Error | null = null
+  round = 0
+
+  constructor(
+    private readonly t: FrameTransport,
+    private readonly store: NodeStore,
+    private readonly wp: WritePath,
+    private readonly tun: ResyncTunables,
+    private readonly progress: ResyncProgressSink,
+    private readonly log: Logger,
+    private readonly peerId: string,
+  ) {}
+
+  /** Frames from the standby during the resync. */
+  handle(f: Frame): boolean {
+    if (f.msg.type === 'BLOCKS_ACK') {
+      if (f.msg.round === this.round) this.applied = f.msg.applied
+      this.wake()
+      return true
+    }
+    if (f.msg.type === 'DIGEST_RESP') {
+      const w = this.digestWaiters.get(f.msg.id)
+      if (w) {
+        this.digestWaiters.delete(f.msg.id)
+        w(f)
+      }
+      return true
+    }
+    return false
+  }
+
+  /** The connection ended: every wait fails. */
+  abort(err: Error): void {
+    this.closedErr = err
+    this.wake()
+    for (const w of this.digestWaiters.values()) w({ msg: { type: 'PING', t: 0 }, payload: Buffer.alloc(0) })
+    this.digestWaiters.clear()
+  }
+
+  /** Runs rounds from `initial` (null = every block, FULL) until the standby can stream; returns g of the last round. */
+  async run(initial: BlockBitmap | null, mode: 'BITMAP' | 'FULL', checksum: boolean): Promise<number> {
+    const store = this.store
+    let frozen = store.journal.headSeq
+    let set: BlockBitmap | null = initial
+    if (mode === 'FULL' && checksum) {
+      set = await this.differingBlocks()
+    }
+    let lastGap = Infinity
+    for (;;) {
+      this.round++
+      const total = set ? set.size : store.blocks
+      this.progress.begin(this.round, mode, total)
+      this.t.send({ type: 'ROUND_BEGIN', round: this.round, mode, blocks: total, frozenSeq: frozen, bitmap: set ? set.serialize() : null })
+      await this.sendBlocks(set ?? fullRange(store))
+      this.t.send({ type: 'ROUND_END', round: this.round })
+      await this.until(() => this.applied >= this.sentBlocks)
+      const head = store.journal.headSeq
+      const gap = journalGap(store, frozen)
+      this.log.info({ peer: this.peerId, round: this.round, blocks: total, frozenSeq: frozen, head, gapRecords: head - frozen, gapBytes: gap?.bytes ?? null }, 'resync round drained')
+      if (gap && gap.bytes <= this.tun.headDeltaMaxBytes) return frozen
+      const records = head - frozen
+      if (this.round >= this.tun.maxRounds || records > lastGap * this.tun.roundShrinkRatio) {
+        this.wp.setThrottle(this.tun.throttleWritesMiBps * 1024 * 1024)
+      }
+      lastGap = records
+      // B_{k+1}: blocks of (g_k, head]; from the peer's dirty bitmap where the journal wrapped
+      const next = blocksSince(store, store.meta.peers[this.peerId] ?? null, frozen)
+      if (next) {
+        set = next
+      } else {
+        set = store.bitmaps().create()
+        set.orInPlace(store.peer(this.peerId).dirty)
+        addEntries(store, set, store.journal.tailSeq, head)
+      }
+      frozen = head
+      mode = 'BITMAP'
+    }
+  }
+
+  private async sendBlocks(set: Iterable<number>): Promise<void> {
+    const bs = this.store.meta.blockSize
+    const vol = this.store.volume
+    this.applied = 0
+    this.sentBlocks = 0
+    const maxRun = Math.max(1, Math.floor(MAX_RUN_BYTES / bs))
+    const windowBlocks = Math.max(maxRun, Math.floor(this.tun.windowBytes / bs))
+    for (const [block, count] of runs(set, maxRun)) {
+      if (this.sentBlocks - this.applied + count > windowBlocks) {
+        await this.until(() => this.sentBlocks - this.applied + count <= windowBlocks)
+      }
+      this.check()
+      // read the current content right before sending: a write racing this read is in (g_k, head] and replayed after
+      const data = vol.readBlocks(block, count)
+      const ok = this.t.send({ type: 'BLOCKS', round: this.round, block, count, crc: crc32c(data) }, data)
+      this.sentBlocks += count
+      this.progress.blocksDone(count, data.length)
+      if (!ok) await this.t.drained()
+    }
+  }
+
+  /** Checksum FULL: compare per-range digests with the standby; only differing ranges' blocks are sent. */
+  private async differingBlocks(): Promise<BlockBitmap> {
+    const store = this.store
+    const out = store.bitmaps().create()
+    const rb = this.tun.digestRangeBlocks
+    const batch = rb * 64
+    const pending: Promise<void>[] = []
+    for (let block = 0; block < store.blocks; block += batch) {
+      const count = Math.min(batch, store.blocks - block)
+      pending.push(this.compareBatch(block, count, rb, out))
+      if (pending.length >= 4) await pending.shift()
+    }
+    await Promise.all(pending)
+    this.log.info({ peer: this.peerId, differing: out.size, total: store.blocks }, 'checksum comparison done')
+    return out
+  }
+
+  private async compareBatch(block: number, count: number, rb: number, out: BlockBitmap): Promise<void> {
+    const id = ++this.digestId
+    const reply = new Promise<Frame>((resolve) => this.digestWaiters.set(id, resolve))
+    this.t.send({ type: 'DIGEST_REQ', id, block, count, rangeBlocks: rb })
+    const ours = rangeDigests(this.store, block, count, rb)
+    const f = await reply
+    this.check()
+    if (f.msg.type !== 'DIGEST_RESP') throw new BlockrepError('ERR_PROTOCOL', 'expected DIGEST_RESP')
+    for (let i = 0, b = block; b < block + count; i++, b += rb) {
+      const n = Math.min(rb, block + count - b)
+      if (!ours.subarray(i * 32, i * 32 + 32).equals(f.payload.subarray(i * 32, i * 32 + 32))) out.addRange(b, b + n)
+    }
+    this.progress.blocksDone(0, 0)
+  }
+
+  private until(cond: () => boolean): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (this.closedErr) return reject(this.closedErr)
+        if (cond()) return resolve()
+        this.waiter = check
+      }
+      check()
+    })
+  }
+
+  private wake(): void {
+    const w = this.waiter
+    this.waiter = null
+    if (w) w()
+  }
+
+  private check(): void {
+    if (this.closedErr) throw this.closedErr
+  }
+}
+
+function* fullRange(store: NodeStore): Generator<number> {
+  for (let b = 0; b < store.blocks; b++) yield b
+}
+
+/** SHA-256 of each range of `rb` blocks in [block, block+count), concatenated (32 bytes each). */
+export function rangeDigests(store: NodeStore, block: number, count: number, rb: number): Buffer {
+  const n = Math.ceil(count / rb)
+  const out = Buffer.allocUnsafe(n * 32)
+  for (let i = 0, b = block; i < n; i++, b += rb) {
+    const data = store.volume.readBlocks(b, Math.min(rb, block + count - b))
+    createHash('sha256').update(data).digest().copy(out, i * 32)
+  }
+  return out
+}

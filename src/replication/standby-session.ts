@@ -1,0 +1,266 @@
+import type { FrameTransport } from '../wire/transport.js'
+import { validateFramePayload } from '../wire/validate.js'
+import type { BlocksMsg, Frame, ModeMsg, RoundBeginMsg, WriteMsg } from '../wire/messages.js'
+import type { BlockBitmap } from '../storage/types.js'
+import type { NodeStore } from './node-store.js'
+import { GroupCommit } from './group-commit.js'
+import { expectFrame, helloAndAuth } from './handshake.js'
+import { peerBitmap } from './primary-handshake.js'
+import { rangeDigests } from './resync-sender.js'
+import { reportDivergence } from './divergence-report.js'
+import { crc32c } from '../util/crc32c.js'
+import { BlockrepError } from '../util/errors.js'
+import type { Logger } from '../util/log.js'
+
+export interface StandbyOptions {
+  secret: string
+  peerTimeoutMs: number
+  divergencePolicy: 'keep' | 'discard'
+  /** called once the primary has authenticated; the node closes any older session */
+  onAuthenticated?: (s: StandbySession, primaryId: string) => void
+  /** the standby's view changed (state, consistent) */
+  onChange?: () => void
+}
+
+/** How often the standby persists its remaining-blocks bitmap during a resync. */
+const PERSIST_EVERY_MS = 250
+
+/**
+ * A standby's side of one session with its primary: answers the handshake,
+ * then applies in seq order — resync BLOCKS (persisting the remaining set so
+ * a crash resumes the round), journaled WRITEs (acked once durable), and
+ * marks itself consistent only when it reaches the primary's head at
+ * SYNC_DONE. Refuses to serve as a standby while it is primary itself.
+ */
+export class StandbySession {
+  primaryId: string | null = null
+  private primaryVolumeId = ''
+  mode: ModeMsg | null = null
+  state: 'handshake' | 'syncing' | 'streaming' = 'handshake'
+  round: { round: number; total: number; applied: number } | null = null
+  private readonly commit: GroupCommit
+  private lastAck = 0
+  private syncTarget: number | null = null
+  private lastPersist = 0
+  private remaining: BlockBitmap | null = null
+  private closed = false
+
+  constructor(
+    private readonly t: FrameTransport,
+    private readonly store: NodeStore,
+    private readonly opts: StandbyOptions,
+    private readonly log: Logger,
+  ) {
+    const j = store.journal
+    this.commit = new GroupCommit(() => j.sync(), () => j.headSeq, j.headSeq)
+  }
+
+  /** Runs the session until the connection ends; resolves normally on a clean close. */
+  async run(): Promise<void> {
+    const store = this.store
+    try {
+      const hello = await helloAndAuth(this.t, store, this.opts.secret, false)
+      this.primaryId = hello.nodeId
+      this.primaryVolumeId = hello.volumeId
+      if (store.meta.role === 'primary') {
+        const why = hello.role === 'primary' ? `split brain: both ${store.meta.nodeId} and ${hello.nodeId} are primary` : `${store.meta.nodeId} is primary; it dials its standbys`
+        throw new BlockrepError('ERR_HANDSHAKE_REFUSED', why, { context: { peer: hello.nodeId } })
+      }
+      this.opts.onAuthenticated?.(this, hello.nodeId)
+      this.t.send({ type: 'META', meta: store.toWire() })
+      await expectFrame(this.t, 'META')
+      let f = await this.t.next(30_000)
+      if (f.msg.type === 'DIVERGENCE_QUERY') {
+        this.answerDivergence(f.msg.branchSeq)
+        f = await this.t.next(30_000)
+      }
+      if (f.msg.type !== 'MODE') throw new BlockrepError('ERR_PROTOCOL', `expected MODE, got ${f.msg.type}`)
+      this.accept(f.msg, hello.size, hello.blockSize)
+      for (;;) {
+        const frame = await this.t.next(this.opts.peerTimeoutMs)
+        this.apply(frame)
+        if (this.closed) return
+      }
+    } finally {
+      this.finish()
+    }
+  }
+
+  async close(err?: Error): Promise<void> {
+    this.closed = true
+    await this.t.close(err)
+  }
+
+  private answerDivergence(branchSeq: number): void {
+    const j = this.store.journal
+    const head = j.headSeq
+    if (branchSeq >= head || j.tailSeq > branchSeq + 1) {
+      this.t.send({ type: 'DIVERGENCE_BLOCKS', known: branchSeq >= head, bitmap: branchSeq >= head ? this.store.bitmaps().create().serialize() : null, fromSeq: branchSeq + 1, toSeq: head })
+      return
+    }
+    const bm = this.store.bitmaps().create()
+    const bs = this.store.meta.blockSize
+    for (const e of j.entries(branchSeq + 1, head)) if (e.length) bm.addRange(Math.floor(e.offset / bs), Math.ceil((e.offset + e.length) / bs))
+    this.t.send({ type: 'DIVERGENCE_BLOCKS', known: true, bitmap: bm.serialize(), fromSeq: branchSeq + 1, toSeq: head })
+  }
+
+  private accept(mode: ModeMsg, size: number, blockSize: number): void {
+    const m = this.store.meta
+    const otherVolume = m.volumeId !== '' && this.primaryVolumeId !== m.volumeId
+    if (size !== m.size || blockSize !== m.blockSize || otherVolume) {
+      const reason = otherVolume
+        ? `volume ${this.primaryVolumeId} is not this standby's volume ${m.volumeId}`
+        : `geometry differs: primary ${size} bytes / ${blockSize}-byte blocks, standby ${m.size} / ${m.blockSize}`
+      this.t.send({ type: 'MODE_REFUSE', reason })
+      throw new BlockrepError('ERR_HANDSHAKE_REFUSED', reason)
+    }
+    this.mode = mode
+    this.log.info({ primary: this.primaryId, mode: mode.mode, reason: mode.reason, blocks: mode.blocks, bytes: mode.bytes }, 'catch-up mode accepted')
+    if (mode.branchSeq !== null) reportDivergence(this.store, mode.branchSeq, this.opts.divergencePolicy, this.log)
+    if (mode.mode === 'NONE' || mode.mode === 'HEAD_DELTA') {
+      m.epochs = mode.epochs
+      this.store.saveMeta()
+      this.state = 'streaming'
+    } else {
+      this.state = 'syncing'
+    }
+    this.t.send({ type: 'MODE_ACCEPT' })
+    this.opts.onChange?.()
+  }
+
+  private apply(f: Frame): void {
+    const m = f.msg
+    switch (m.type) {
+      case 'WRITE':
+        return this.applyWrite(m, f)
+      case 'BLOCKS':
+        return this.applyBlocks(m, f)
+      case 'ROUND_BEGIN':
+        return this.beginRound(m)
+      case 'ROUND_END':
+        this.persist(true)
+        this.t.send({ type: 'BLOCKS_ACK', round: m.round, applied: this.round?.applied ?? 0 })
+        return
+      case 'SYNC_DONE':
+        this.syncTarget = m.headSeq
+        this.state = 'streaming'
+        this.checkConsistent()
+        return
+      case 'DIGEST_REQ': {
+        validateFramePayload(f, this.store.meta)
+        const digests = rangeDigests(this.store, m.block, m.count, m.rangeBlocks)
+        this.t.send({ type: 'DIGEST_RESP', id: m.id, block: m.block, count: m.count, rangeBlocks: m.rangeBlocks, crc: crc32c(digests) }, digests)
+        return
+      }
+      case 'FLUSH':
+        void this.commit.wait(this.store.journal.headSeq).then(() => this.t.send({ type: 'FLUSH_ACK', id: m.id }))
+        return
+      case 'PING':
+        this.t.send({ type: 'PONG', t: m.t })
+        return
+      case 'PONG':
+        return
+      case 'ERROR':
+        this.closed = true
+        this.log.warn({ primary: this.primaryId, code: m.code, message: m.message }, 'primary ended the session')
+        return
+      default:
+        throw new BlockrepError('ERR_PROTOCOL', `unexpected ${m.type} from the primary`, { context: { type: m.type } })
+    }
+  }
+
+  private beginRound(m: RoundBeginMsg): void {
+    const store = this.store
+    const remaining = m.bitmap ? peerBitmap(store, m.bitmap) : store.bitmaps().create()
+    if (!remaining) throw new BlockrepError('ERR_FRAME_INVALID', `ROUND_BEGIN ${m.round} carries a malformed bitmap`)
+    if (!m.bitmap) remaining.addRange(0, store.blocks)
+    if (this.mode) store.meta.epochs = this.mode.epochs
+    // a standby initialised without a volume id adopts the primary's on its first sync
+    if (store.meta.volumeId === '') store.meta.volumeId = this.primaryVolumeId
+    // the content becomes "primary at g_k except the remaining blocks": head g_k, journal restarts after it
+    store.meta.consistent = false
+    store.meta.resyncRemaining = remaining
+    store.journal.reset(m.frozenSeq + 1)
+    this.commit.markDurable(m.frozenSeq)
+    this.remaining = remaining
+    this.round = { round: m.round, total: m.blocks, applied: 0 }
+    store.saveMeta()
+    this.lastPersist = Date.now()
+    this.opts.onChange?.()
+  }
+
+  private applyBlocks(m: BlocksMsg, f: Frame): void {
+    if (!this.round || m.round !== this.round.round || !this.remaining) {
+      throw new BlockrepError('ERR_PROTOCOL', `BLOCKS for round ${m.round} outside that round`)
+    }
+    validateFramePayload(f, this.store.meta)
+    this.store.volume.writeBlocks(m.block, f.payload)
+    this.remaining.removeRange(m.block, m.block + m.count)
+    this.round.applied += m.count
+    this.t.send({ type: 'BLOCKS_ACK', round: m.round, applied: this.round.applied })
+    if (Date.now() - this.lastPersist >= PERSIST_EVERY_MS) this.persist(false)
+  }
+
+  /** Data first, then the remaining set that says it is there. */
+  private persist(always: boolean): void {
+    if (!this.remaining && !always) return
+    this.store.volume.flushSync()
+    this.store.saveMeta()
+    this.lastPersist = Date.now()
+  }
+
+  private applyWrite(m: WriteMsg, f: Frame): void {
+    const j = this.store.journal
+    if (m.seq !== j.headSeq + 1) {
+      throw new BlockrepError('ERR_PROTOCOL', `WRITE seq ${m.seq} out of order: head is ${j.headSeq}`, { context: { seq: m.seq, head: j.headSeq } })
+    }
+    validateFramePayload(f, this.store.meta)
+    const data = m.zero ? null : f.payload
+    j.append({ seq: m.seq, epoch: m.epoch, offset: m.offset, length: m.length, data })
+    if (data) this.store.volume.write(m.offset, data)
+    else this.store.volume.zero(m.offset, m.length)
+    void this.commit.wait(m.seq).then(
+      () => this.ackDurable(),
+      (err: Error) => void this.close(new BlockrepError('ERR_IO', `journal sync failed: ${err.message}`, { cause: err })),
+    )
+  }
+
+  private ackDurable(): void {
+    const d = this.commit.durableSeq
+    if (d > this.lastAck && !this.t.closed) {
+      this.lastAck = d
+      this.t.send({ type: 'ACK', seq: d })
+    }
+    this.checkConsistent()
+  }
+
+  private checkConsistent(): void {
+    if (this.syncTarget === null || this.commit.durableSeq < this.syncTarget) return
+    const store = this.store
+    store.volume.flushSync()
+    store.meta.consistent = true
+    store.meta.syncedOnce = true
+    store.meta.resyncRemaining = null
+    this.remaining = null
+    this.round = null
+    this.syncTarget = null
+    store.saveMeta()
+    this.log.info({ primary: this.primaryId, head: store.journal.headSeq }, 'consistent with the primary')
+    if (store.journal.headSeq > this.lastAck) {
+      this.lastAck = store.journal.headSeq
+      this.t.send({ type: 'ACK', seq: this.lastAck })
+    }
+    this.opts.onChange?.()
+  }
+
+  private finish(): void {
+    this.closed = true
+    try {
+      if (this.remaining) this.persist(true)
+      else this.store.journal.syncSync()
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'persisting standby state at session end failed')
+    }
+    this.opts.onChange?.()
+  }
+}

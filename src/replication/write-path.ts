@@ -1,0 +1,157 @@
+import type { JournalEntryInfo, JournalRecord } from '../storage/types.js'
+import type { NodeStore } from './node-store.js'
+import { GroupCommit } from './group-commit.js'
+import { BlockrepError } from '../util/errors.js'
+import type { Logger } from '../util/log.js'
+
+/** What the write path needs from each replication link on the primary. */
+export interface WriteListener {
+  readonly nodeId: string
+  /** a new record is in the journal (the link sends it now if it is caught up) */
+  onAppend(rec: JournalRecord): void
+  /** resolves when this peer (if it is a streaming sync peer) has durably applied seq, or at once otherwise */
+  waitDurable(seq: number): Promise<void>
+  /** the peer's acknowledged seq as known right now (may be newer than the persisted one) */
+  ackedSeq(): number
+}
+
+const RECENT_BYTES = 32 * 1024 * 1024
+
+/**
+ * The primary's write path: seq → journal → data → every link, then group
+ * commit and, for sync peers, their durable apply (invariant 2). Also the
+ * journal-reclaim hook that keeps invariant 1: before a record leaves the
+ * journal, every peer that has not acknowledged it gets its blocks in its dirty
+ * bitmap, persisted together with durable data.
+ */
+export class WritePath {
+  readonly commit: GroupCommit
+  private readonly listeners = new Set<WriteListener>()
+  /** recent records kept in memory so streaming links send without reading back */
+  private readonly recent = new Map<number, JournalRecord>()
+  private recentBytes = 0
+  private throttleBytesPerSec = 0
+  private throttleNext = 0
+  private writable: () => BlockrepError | null = () => null
+
+  constructor(
+    private readonly store: NodeStore,
+    private readonly log: Logger,
+  ) {
+    this.commit = new GroupCommit(() => store.journal.sync(), () => store.journal.headSeq, store.journal.headSeq)
+    store.journal.onReclaim = (evicted) => this.onReclaim(evicted)
+  }
+
+  /** A check run before every write (role, lease, shutdown); returns the reason to refuse, or null. */
+  setWritableCheck(check: () => BlockrepError | null): void {
+    this.writable = check
+  }
+
+  addListener(l: WriteListener): void {
+    this.listeners.add(l)
+  }
+
+  removeListener(l: WriteListener): void {
+    this.listeners.delete(l)
+  }
+
+  /** Record `seq` if still held in memory, else from the journal, else null (reclaimed). */
+  record(seq: number): JournalRecord | null {
+    const r = this.recent.get(seq)
+    if (r) return r
+    if (!this.store.journal.has(seq)) return null
+    return this.store.journal.readOne(seq)
+  }
+
+  /** Slow client writes down to `bytesPerSec` (0 = off) so resync rounds converge. */
+  setThrottle(bytesPerSec: number): void {
+    if (bytesPerSec !== this.throttleBytesPerSec) {
+      this.log.info({ bytesPerSec }, bytesPerSec ? 'throttling client writes so resync rounds converge' : 'client write throttle off')
+    }
+    this.throttleBytesPerSec = bytesPerSec
+  }
+
+  get throttled(): boolean {
+    return this.throttleBytesPerSec > 0
+  }
+
+  /** Writes `data` at `offset` (zero-fill when data is null); resolves when durable per invariant 2. */
+  async write(offset: number, length: number, data: Buffer | null): Promise<number> {
+    const refuse = this.writable()
+    if (refuse) throw refuse
+    const vol = this.store.volume
+    if (offset < 0 || length < 0 || offset + length > vol.size) {
+      throw new BlockrepError('ERR_NO_SPACE', `write of ${length} bytes at ${offset} passes the end of the ${vol.size}-byte volume`, { context: { offset, length, size: vol.size } })
+    }
+    if (this.throttleBytesPerSec > 0) await this.throttle(length)
+    const again = this.writable()
+    if (again) throw again
+    const rec: JournalRecord = { seq: this.store.journal.headSeq + 1, epoch: this.store.epoch, offset, length, data }
+    this.store.journal.append(rec)
+    if (data) vol.write(offset, data)
+    else vol.zero(offset, length)
+    this.remember(rec)
+    for (const l of this.listeners) l.onAppend(rec)
+    await this.commit.wait(rec.seq)
+    const peers = [...this.listeners].map((l) => l.waitDurable(rec.seq))
+    if (peers.length) await Promise.all(peers)
+    return rec.seq
+  }
+
+  /** Every acknowledged write is durable locally and on every streaming sync peer. */
+  async flush(): Promise<void> {
+    const head = this.store.journal.headSeq
+    await this.commit.wait(head)
+    await Promise.all([...this.listeners].map((l) => l.waitDurable(head)))
+  }
+
+  private async throttle(bytes: number): Promise<void> {
+    const now = Date.now()
+    const start = Math.max(now, this.throttleNext)
+    this.throttleNext = start + (bytes / this.throttleBytesPerSec) * 1000
+    if (start > now) await new Promise((r) => setTimeout(r, start - now))
+  }
+
+  private remember(rec: JournalRecord): void {
+    this.recent.set(rec.seq, rec)
+    this.recentBytes += rec.length
+    while (this.recentBytes > RECENT_BYTES) {
+      const oldest = this.recent.keys().next().value as number
+      this.recentBytes -= this.recent.get(oldest)!.length
+      this.recent.delete(oldest)
+    }
+  }
+
+  /** Invariant 1: runs synchronously before the journal overwrites `evicted`. */
+  private onReclaim(evicted: JournalEntryInfo[]): void {
+    const store = this.store
+    const bs = store.meta.blockSize
+    const acked = new Map<string, number>()
+    for (const l of this.listeners) acked.set(l.nodeId, l.ackedSeq())
+    for (const peer of Object.values(store.meta.peers)) {
+      const ack = Math.max(peer.ackedSeq, acked.get(peer.nodeId) ?? 0)
+      peer.ackedSeq = ack
+      for (const e of evicted) {
+        if (e.seq <= ack || e.length === 0) continue
+        peer.dirty.addRange(Math.floor(e.offset / bs), Math.ceil((e.offset + e.length) / bs))
+      }
+    }
+    for (const e of evicted) this.dropRecent(e.seq)
+    // the evicted records' data must be durable before the journal forgets them
+    store.volume.flushSync()
+    store.saveMeta()
+  }
+
+  private dropRecent(seq: number): void {
+    const r = this.recent.get(seq)
+    if (r) {
+      this.recentBytes -= r.length
+      this.recent.delete(seq)
+    }
+  }
+}
+
+/** Block range [first, end) touched by a byte range. */
+export function blockSpan(offset: number, length: number, blockSize: number): [number, number] {
+  return [Math.floor(offset / blockSize), Math.ceil((offset + length) / blockSize)]
+}
