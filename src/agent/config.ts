@@ -1,0 +1,511 @@
+import { readFileSync } from 'node:fs'
+import { dirname, extname, resolve } from 'node:path'
+import { parse as parseYaml } from 'yaml'
+import { BlockrepError } from '../util/errors.js'
+import { isLogLevel, LOG_LEVELS } from '../util/log.js'
+import type { LogLevel } from '../util/log.js'
+import { formatSizeExact, parseSize } from '../util/size.js'
+import type { Role } from '../storage/types.js'
+
+/**
+ * The agent configuration: one JSON or YAML file per node. `parseConfig`
+ * validates every field, reports every problem at once with the field's path,
+ * fills in the defaults, resolves relative paths against the config file's
+ * directory and reads the token and secret files. docs/configuration.md
+ * describes each field.
+ */
+
+export interface Endpoint {
+  host: string
+  port: number
+}
+
+export interface PeerConfig {
+  node: string
+  address: Endpoint
+  protocol: 'sync' | 'async'
+}
+
+export type DivergencePolicy = 'discard' | 'keep'
+
+export interface Tunables {
+  /** bytes; must match the volume's metadata */
+  blockSize: number
+  /** bytes of journal ring */
+  journalSize: number
+  /** bytes in flight per peer */
+  windowBytes: number
+  /** 0 = sync as soon as a batch is gathered */
+  groupCommitMs: number
+  maxBatchBytes: number
+  /** a bitmap round's gap at most this large is replayed as HEAD_DELTA */
+  headDeltaMaxBytes: number
+  /** a round must shrink the gap to at most this fraction, or writes are throttled */
+  roundShrinkRatio: number
+  /** client write rate while throttled; 0 = never throttle */
+  throttleWritesMiBps: number
+  checksumResync: boolean
+  digestRangeBlocks: number
+  reconnectMinMs: number
+  reconnectMaxMs: number
+  heartbeatMs: number
+  peerTimeoutMs: number
+  /** failed sends retried this many times before the peer falls back to bitmap tracking */
+  retryLimit: number
+  /** what a rejoining node does with writes it accepted but never shipped */
+  divergencePolicy: DivergencePolicy
+}
+
+/** Fully defaulted and validated; sizes in bytes, durations in ms, paths absolute. */
+export interface AgentConfig {
+  node: string
+  volumeId: string | null
+  data: string
+  meta: string
+  journal: string
+  /** initial role; the metadata wins once the volume is initialised */
+  role: Role
+  /** replication listener, or null to only dial out */
+  listen: Endpoint | null
+  /** admin HTTP API, or null to disable it */
+  admin: Endpoint | null
+  adminToken: string | null
+  /** NBD export, or null */
+  nbd: Endpoint | null
+  /** shared replication secret (utf-8, ≥ 16 bytes) */
+  secret: string | null
+  peers: PeerConfig[]
+  log: { level: LogLevel }
+  tunables: Tunables
+  /** absolute path of the file it came from, or null */
+  source: string | null
+}
+
+export const DEFAULT_ADMIN = '127.0.0.1:7800'
+export const MIN_SECRET_BYTES = 16
+
+export const DEFAULT_TUNABLES: Readonly<Tunables> = Object.freeze({
+  blockSize: 4096,
+  journalSize: 256 * 2 ** 20,
+  windowBytes: 8 * 2 ** 20,
+  groupCommitMs: 0,
+  maxBatchBytes: 4 * 2 ** 20,
+  headDeltaMaxBytes: 64 * 2 ** 20,
+  roundShrinkRatio: 0.5,
+  throttleWritesMiBps: 50,
+  checksumResync: false,
+  digestRangeBlocks: 256,
+  reconnectMinMs: 200,
+  reconnectMaxMs: 5000,
+  heartbeatMs: 1000,
+  peerTimeoutMs: 5000,
+  retryLimit: 5,
+  divergencePolicy: 'keep',
+})
+
+const TOP_KEYS = [
+  'node', 'volumeId', 'data', 'meta', 'journal', 'role', 'listen', 'admin', 'adminToken',
+  'adminTokenFile', 'nbd', 'secret', 'secretFile', 'peers', 'log', 'tunables',
+] as const
+const PEER_KEYS = ['node', 'address', 'protocol'] as const
+const LOG_KEYS = ['level'] as const
+const SIZE_TUNABLES = ['blockSize', 'journalSize', 'windowBytes', 'maxBatchBytes', 'headDeltaMaxBytes'] as const
+
+const NODE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const HOST_RE = /^[A-Za-z0-9._-]+$/
+
+/**
+ * Parses "host:port" or "[v6addr]:port". Port 0 (pick any) only with
+ * `allowPortZero`. Throws BlockrepError(code, default ERR_CONFIG) naming `field`.
+ */
+export function parseHostPort(
+  input: unknown,
+  field: string,
+  opts: { allowPortZero?: boolean; code?: 'ERR_CONFIG' | 'ERR_USAGE' } = {},
+): Endpoint {
+  const fail = (why: string): never => {
+    throw new BlockrepError(opts.code ?? 'ERR_CONFIG', `${field}: ${why}, got ${JSON.stringify(input)}`, {
+      context: { field, value: input },
+    })
+  }
+  if (typeof input !== 'string') return fail('expected "host:port"')
+  const m = /^\[([0-9A-Fa-f:.]+)\]:(\d{1,5})$/.exec(input) ?? /^([^:[\]\s]+):(\d{1,5})$/.exec(input)
+  if (m === null) {
+    return fail(input.split(':').length > 2 ? 'expected "host:port" (IPv6 addresses in brackets: "[::1]:7800")' : 'expected "host:port"')
+  }
+  const host = m[1] as string
+  const port = Number(m[2])
+  if (!host.includes(':') && !HOST_RE.test(host)) fail('invalid host name')
+  if (port > 65535 || (port === 0 && opts.allowPortZero !== true)) fail('port out of range')
+  return { host, port }
+}
+
+/** "host:port", with brackets around IPv6 addresses. */
+export function formatHostPort(e: Endpoint): string {
+  return e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`
+}
+
+/** Reads and validates a config file (.json as JSON, anything else as YAML, a superset of JSON). */
+export function loadConfig(path: string): AgentConfig {
+  const file = resolve(path)
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new BlockrepError('ERR_CONFIG', `cannot read config file ${file}: ${(err as Error).message}`, {
+      cause: err,
+      context: { file },
+    })
+  }
+  let obj: unknown
+  try {
+    obj = extname(file).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text, { uniqueKeys: true, prettyErrors: true })
+  } catch (err) {
+    throw new BlockrepError('ERR_CONFIG', `cannot parse config file ${file}: ${(err as Error).message}`, {
+      cause: err,
+      context: { file },
+    })
+  }
+  return parseConfigInternal(obj, dirname(file), file)
+}
+
+/**
+ * Validates a config object (already parsed); relative paths resolve against
+ * `baseDir`. Throws one BlockrepError(ERR_CONFIG) listing every problem, with
+ * `context.issues: {path, message}[]`.
+ */
+export function parseConfig(obj: unknown, baseDir: string): AgentConfig {
+  return parseConfigInternal(obj, resolve(baseDir), null)
+}
+
+/** The config with secrets replaced, for logging. */
+export function redactConfig(cfg: AgentConfig): Record<string, unknown> {
+  return {
+    ...cfg,
+    adminToken: cfg.adminToken === null ? null : '<redacted>',
+    secret: cfg.secret === null ? null : '<redacted>',
+  }
+}
+
+interface Issue {
+  path: string
+  message: string
+}
+
+class Checker {
+  readonly issues: Issue[] = []
+
+  add(path: string, message: string): void {
+    this.issues.push({ path, message })
+  }
+
+  /** Runs `fn`, turning a thrown ERR_CONFIG (from parseSize/parseHostPort) into an issue. */
+  try<T>(path: string, fn: () => T): T | undefined {
+    try {
+      return fn()
+    } catch (err) {
+      if (err instanceof BlockrepError) {
+        this.add(path, err.message.startsWith(`${path}: `) ? err.message.slice(path.length + 2) : err.message)
+        return undefined
+      }
+      throw err
+    }
+  }
+
+  object(v: unknown, path: string, keys: readonly string[]): Record<string, unknown> | undefined {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+      this.add(path === '' ? '(top level)' : path, `expected an object, got ${describe(v)}`)
+      return undefined
+    }
+    const rec = v as Record<string, unknown>
+    for (const k of Object.keys(rec)) {
+      if (!keys.includes(k)) {
+        const hint = suggest(k, keys)
+        this.add(join(path, k), `unknown field${hint === null ? '' : ` (did you mean "${hint}"?)`}`)
+      }
+    }
+    return rec
+  }
+
+  string(v: unknown, path: string, required: boolean): string | undefined {
+    if (v === undefined || v === null) {
+      if (required) this.add(path, 'required')
+      return undefined
+    }
+    if (typeof v !== 'string' || v.length === 0) {
+      this.add(path, `expected a non-empty string, got ${describe(v)}`)
+      return undefined
+    }
+    return v
+  }
+
+  oneOf<T extends string>(v: unknown, path: string, choices: readonly T[], dflt: T): T {
+    if (v === undefined) return dflt
+    if (typeof v === 'string' && (choices as readonly string[]).includes(v)) return v as T
+    this.add(path, `expected one of ${choices.map(c => `"${c}"`).join(', ')}, got ${describe(v)}`)
+    return dflt
+  }
+
+  int(v: unknown, path: string, dflt: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+    if (v === undefined) return dflt
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+      this.add(path, `expected an integer ${rangeText(min, max)}, got ${describe(v)}`)
+      return dflt
+    }
+    return v
+  }
+
+  number(v: unknown, path: string, dflt: number, ok: (n: number) => boolean, what: string): number {
+    if (v === undefined) return dflt
+    if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) {
+      this.add(path, `expected ${what}, got ${describe(v)}`)
+      return dflt
+    }
+    return v
+  }
+
+  bool(v: unknown, path: string, dflt: boolean): boolean {
+    if (v === undefined) return dflt
+    if (typeof v !== 'boolean') {
+      this.add(path, `expected true or false, got ${describe(v)}`)
+      return dflt
+    }
+    return v
+  }
+
+  endpoint(v: unknown, path: string, dflt: Endpoint | null, allowPortZero: boolean): Endpoint | null {
+    if (v === undefined) return dflt
+    if (v === null) return null
+    return this.try(path, () => parseHostPort(v, path, { allowPortZero })) ?? dflt
+  }
+
+  /** A value given inline or in a file (`<key>` or `<key>File`), never both. */
+  secretValue(rec: Record<string, unknown>, key: string, baseDir: string): string | null {
+    const inline = rec[key]
+    const fileKey = `${key}File`
+    const file = rec[fileKey]
+    if (inline !== undefined && inline !== null && file !== undefined && file !== null) {
+      this.add(key, `give ${key} or ${fileKey}, not both`)
+      return null
+    }
+    if (file !== undefined && file !== null) {
+      const p = this.string(file, fileKey, false)
+      if (p === undefined) return null
+      const abs = resolve(baseDir, p)
+      let text: string
+      try {
+        text = readFileSync(abs, 'utf8')
+      } catch (err) {
+        this.add(fileKey, `cannot read ${abs}: ${(err as Error).message}`)
+        return null
+      }
+      const v = text.replace(/\r?\n$/, '')
+      if (v.length === 0) {
+        this.add(fileKey, `${abs} is empty`)
+        return null
+      }
+      return v
+    }
+    return this.string(inline, key, false) ?? null
+  }
+}
+
+function parseConfigInternal(obj: unknown, baseDir: string, source: string | null): AgentConfig {
+  const c = new Checker()
+  const top = c.object(obj, '', TOP_KEYS) ?? {}
+
+  const node = c.string(top.node, 'node', true)
+  if (node !== undefined && !NODE_ID_RE.test(node)) {
+    c.add('node', `expected 1-64 characters of letters, digits, ".", "_", "-" (starting with a letter or digit), got ${describe(node)}`)
+  }
+
+  let volumeId: string | null = null
+  if (top.volumeId !== undefined && top.volumeId !== null) {
+    const v = c.string(top.volumeId, 'volumeId', false)
+    if (v !== undefined && !UUID_RE.test(v)) c.add('volumeId', `expected a UUID, got ${describe(v)}`)
+    else if (v !== undefined) volumeId = v.toLowerCase()
+  }
+
+  const dataRel = c.string(top.data, 'data', true)
+  const data = dataRel === undefined ? '' : resolve(baseDir, dataRel)
+  const metaRel = c.string(top.meta, 'meta', false)
+  const journalRel = c.string(top.journal, 'journal', false)
+  const meta = metaRel === undefined ? `${data}.meta` : resolve(baseDir, metaRel)
+  const journal = journalRel === undefined ? `${data}.journal` : resolve(baseDir, journalRel)
+  if (data !== '' && new Set([data, meta, journal]).size !== 3) c.add('meta', 'data, meta and journal must be three different files')
+
+  const role = c.oneOf(top.role, 'role', ['primary', 'standby'] as const, 'standby')
+  const listen = c.endpoint(top.listen, 'listen', null, true)
+  const admin = c.endpoint(top.admin, 'admin', parseHostPort(DEFAULT_ADMIN, 'admin'), true)
+  const nbd = c.endpoint(top.nbd, 'nbd', null, true)
+  const taken = new Map<string, string>()
+  for (const [name, e] of [['listen', listen], ['admin', admin], ['nbd', nbd]] as const) {
+    if (e === null || e.port === 0) continue
+    const key = formatHostPort(e)
+    const other = taken.get(key)
+    if (other !== undefined) c.add(name, `same address as ${other} (${key})`)
+    taken.set(key, name)
+  }
+
+  const adminToken = c.secretValue(top, 'adminToken', baseDir)
+  const secret = c.secretValue(top, 'secret', baseDir)
+  if (secret !== null && Buffer.byteLength(secret) < MIN_SECRET_BYTES) {
+    c.add(top.secretFile !== undefined ? 'secretFile' : 'secret', `must be at least ${MIN_SECRET_BYTES} bytes, got ${Buffer.byteLength(secret)}`)
+  }
+
+  const peers: PeerConfig[] = []
+  if (top.peers !== undefined && top.peers !== null) {
+    if (!Array.isArray(top.peers)) {
+      c.add('peers', `expected a list, got ${describe(top.peers)}`)
+    } else {
+      const seen = new Set<string>()
+      top.peers.forEach((p: unknown, i: number) => {
+        const path = `peers[${i}]`
+        const rec = c.object(p, path, PEER_KEYS)
+        if (rec === undefined) return
+        const pn = c.string(rec.node, `${path}.node`, true)
+        if (pn !== undefined && !NODE_ID_RE.test(pn)) c.add(`${path}.node`, `not a valid node id: ${describe(pn)}`)
+        else if (pn !== undefined && pn === node) c.add(`${path}.node`, `is this node's own id "${pn}"`)
+        else if (pn !== undefined && seen.has(pn)) c.add(`${path}.node`, `duplicate peer "${pn}"`)
+        if (pn !== undefined) seen.add(pn)
+        const address = rec.address === undefined
+          ? (c.add(`${path}.address`, 'required'), undefined)
+          : c.try(`${path}.address`, () => parseHostPort(rec.address, `${path}.address`))
+        const protocol = c.oneOf(rec.protocol, `${path}.protocol`, ['sync', 'async'] as const, 'sync')
+        if (pn !== undefined && address !== undefined) peers.push({ node: pn, address, protocol })
+      })
+    }
+  }
+  const peersGiven = Array.isArray(top.peers) && top.peers.length > 0
+  if (secret === null && (peersGiven || listen !== null) && top.secret === undefined && top.secretFile === undefined) {
+    c.add('secret', `required when peers or listen are set (shared replication secret, ≥ ${MIN_SECRET_BYTES} bytes; or secretFile)`)
+  }
+
+  let level: LogLevel = 'info'
+  if (top.log !== undefined && top.log !== null) {
+    const rec = c.object(top.log, 'log', LOG_KEYS)
+    if (rec?.level !== undefined) {
+      if (isLogLevel(rec.level)) level = rec.level
+      else c.add('log.level', `expected one of ${LOG_LEVELS.join(', ')}, got ${describe(rec.level)}`)
+    }
+  }
+
+  const tunables = parseTunables(c, top.tunables)
+
+  if (c.issues.length > 0) {
+    const where = source ?? 'config'
+    const lines = c.issues.map(i => `  - ${i.path}: ${i.message}`).join('\n')
+    throw new BlockrepError('ERR_CONFIG', `invalid ${source === null ? 'config' : `config file ${source}`}:\n${lines}`, {
+      context: { file: where, issues: c.issues },
+    })
+  }
+
+  return {
+    node: node as string,
+    volumeId,
+    data,
+    meta,
+    journal,
+    role,
+    listen,
+    admin,
+    adminToken,
+    nbd,
+    secret,
+    peers,
+    log: { level },
+    tunables,
+    source,
+  }
+}
+
+function parseTunables(c: Checker, v: unknown): Tunables {
+  const d = DEFAULT_TUNABLES
+  if (v === undefined || v === null) return { ...d }
+  const rec = c.object(v, 'tunables', Object.keys(d))
+  if (rec === undefined) return { ...d }
+  const p = (k: string): string => `tunables.${k}`
+
+  const sizes = {} as Record<(typeof SIZE_TUNABLES)[number], number>
+  for (const k of SIZE_TUNABLES) {
+    const raw = rec[k]
+    sizes[k] = raw === undefined ? d[k] : (c.try(p(k), () => parseSize(raw as string | number, { field: p(k) })) ?? d[k])
+  }
+  const { blockSize, journalSize, windowBytes, maxBatchBytes, headDeltaMaxBytes } = sizes
+  const blockSizeOk = blockSize >= 512 && blockSize <= 2 ** 20 && (blockSize & (blockSize - 1)) === 0
+  if (rec.blockSize !== undefined && !blockSizeOk) c.add(p('blockSize'), `expected a power of two from 512 to 1M, got ${describe(rec.blockSize)}`)
+  if (rec.journalSize !== undefined && journalSize < 2 ** 20) c.add(p('journalSize'), `must be at least 1M, got ${describe(rec.journalSize)}`)
+  if (windowBytes < blockSize) c.add(p('windowBytes'), `must be at least blockSize (${formatSizeExact(blockSize)})`)
+  if (maxBatchBytes < blockSize) c.add(p('maxBatchBytes'), `must be at least blockSize (${formatSizeExact(blockSize)})`)
+  else if (maxBatchBytes > windowBytes) c.add(p('maxBatchBytes'), `must not exceed windowBytes (${formatSizeExact(windowBytes)})`)
+  if (maxBatchBytes > journalSize) c.add(p('maxBatchBytes'), `must not exceed journalSize (${formatSizeExact(journalSize)})`)
+
+  const reconnectMinMs = c.int(rec.reconnectMinMs, p('reconnectMinMs'), d.reconnectMinMs, 1)
+  const reconnectMaxMs = c.int(rec.reconnectMaxMs, p('reconnectMaxMs'), d.reconnectMaxMs, 1)
+  if (reconnectMaxMs < reconnectMinMs) c.add(p('reconnectMaxMs'), `must be at least reconnectMinMs (${reconnectMinMs})`)
+  const heartbeatMs = c.int(rec.heartbeatMs, p('heartbeatMs'), d.heartbeatMs, 10)
+  const peerTimeoutMs = c.int(rec.peerTimeoutMs, p('peerTimeoutMs'), d.peerTimeoutMs, 10)
+  if (peerTimeoutMs <= heartbeatMs) c.add(p('peerTimeoutMs'), `must be greater than heartbeatMs (${heartbeatMs})`)
+
+  return {
+    blockSize,
+    journalSize,
+    windowBytes,
+    groupCommitMs: c.int(rec.groupCommitMs, p('groupCommitMs'), d.groupCommitMs, 0, 10_000),
+    maxBatchBytes,
+    headDeltaMaxBytes,
+    roundShrinkRatio: c.number(rec.roundShrinkRatio, p('roundShrinkRatio'), d.roundShrinkRatio, n => n > 0 && n <= 1, 'a number in (0, 1]'),
+    throttleWritesMiBps: c.number(rec.throttleWritesMiBps, p('throttleWritesMiBps'), d.throttleWritesMiBps, n => n >= 0, 'a number ≥ 0 (0 = never throttle)'),
+    checksumResync: c.bool(rec.checksumResync, p('checksumResync'), d.checksumResync),
+    digestRangeBlocks: c.int(rec.digestRangeBlocks, p('digestRangeBlocks'), d.digestRangeBlocks, 1, 65536),
+    reconnectMinMs,
+    reconnectMaxMs,
+    heartbeatMs,
+    peerTimeoutMs,
+    retryLimit: c.int(rec.retryLimit, p('retryLimit'), d.retryLimit, 0, 1_000_000),
+    divergencePolicy: c.oneOf(rec.divergencePolicy, p('divergencePolicy'), ['discard', 'keep'] as const, d.divergencePolicy),
+  }
+}
+
+function join(path: string, key: string): string {
+  return path === '' ? key : `${path}.${key}`
+}
+
+function rangeText(min: number, max: number): string {
+  return max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`
+}
+
+function describe(v: unknown): string {
+  if (v === undefined) return 'nothing'
+  if (Array.isArray(v)) return 'a list'
+  if (typeof v === 'object' && v !== null) return 'an object'
+  return JSON.stringify(v)
+}
+
+/** The closest known key (case-insensitive match or edit distance ≤ 2), for "did you mean". */
+function suggest(key: string, known: readonly string[]): string | null {
+  let best: string | null = null
+  let bestD = 3
+  for (const k of known) {
+    if (k.toLowerCase() === key.toLowerCase()) return k
+    const dist = editDistance(key, k)
+    if (dist < bestD) {
+      bestD = dist
+      best = k
+    }
+  }
+  return best
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i]
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min((prev[j] as number) + 1, (cur[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+    prev = cur
+  }
+  return prev[b.length] as number
+}
