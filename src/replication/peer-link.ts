@@ -1,6 +1,6 @@
 import { connectTransport } from '../wire/transport.js'
 import type { FrameTransport } from '../wire/transport.js'
-import type { Frame } from '../wire/messages.js'
+import type { Frame, WireMeta } from '../wire/messages.js'
 import type { JournalRecord } from '../storage/types.js'
 import type { NodeStore } from './node-store.js'
 import type { WriteListener, WritePath } from './write-path.js'
@@ -49,6 +49,8 @@ export class PeerLink implements WriteListener {
   lastMode: { mode: string; reason: string; blocks: number; bytes: number; at: number } | null = null
   lastError: string | null = null
   readonly meter = new ResyncMeter()
+  /** the standby's META from the last handshake (for `plan`) */
+  lastStandbyMeta: WireMeta | null = null
   readonly nodeId: string
 
   private t: FrameTransport | null = null
@@ -131,7 +133,8 @@ export class PeerLink implements WriteListener {
         this.t = t
         if (!this.enabled) break
         this.state = 'handshake'
-        const { decision } = await primaryHandshake(t, this.store, this.secret, this.peer.node, this.tun.checksumResync)
+        const { decision, standby } = await primaryHandshake(t, this.store, this.secret, this.peer.node, this.tun.checksumResync)
+        this.lastStandbyMeta = standby
         this.noteMode(decision)
         backoff = this.tun.reconnectMinMs
         await this.session(t, decision)
@@ -169,8 +172,9 @@ export class PeerLink implements WriteListener {
         const frozen = await Promise.race([this.resync.run(d.mode === 'FULL' ? null : d.bitmap, d.mode, this.tun.checksumResync), reader])
         from = (frozen as number) + 1
         this.resync = null
-        this.syncTarget = this.store.journal.headSeq
-        t.send({ type: 'SYNC_DONE', headSeq: this.syncTarget })
+        const target = this.store.journal.headSeq
+        this.syncTarget = target
+        t.send({ type: 'SYNC_DONE', headSeq: target })
       } else {
         this.acked = Math.max(this.acked, from - 1)
       }

@@ -39,7 +39,7 @@ export class WritePath {
     private readonly log: Logger,
   ) {
     this.commit = new GroupCommit(() => store.journal.sync(), () => store.journal.headSeq, store.journal.headSeq)
-    store.journal.onReclaim = (evicted) => this.onReclaim(evicted)
+    store.journal.onReclaim = (evicted: JournalEntryInfo[]) => this.onReclaim(evicted)
   }
 
   /** A check run before every write (role, lease, shutdown); returns the reason to refuse, or null. */

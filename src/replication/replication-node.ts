@@ -1,0 +1,257 @@
+import net from 'node:net'
+import { FrameTransport } from '../wire/transport.js'
+import type { WireMeta } from '../wire/messages.js'
+import type { NodeStore } from './node-store.js'
+import { WritePath } from './write-path.js'
+import { PeerLink } from './peer-link.js'
+import type { LinkTunables, PeerConfig } from './peer-link.js'
+import { StandbySession } from './standby-session.js'
+import { decideFor } from './primary-handshake.js'
+import { journalGap } from './facts.js'
+import { BlockrepError } from '../util/errors.js'
+import type { Logger } from '../util/log.js'
+import type { NodeStatus, PeerStatus, PlanEntry } from '../agent/status-types.js'
+
+export interface ReplicationConfig {
+  secret: string
+  /** replication listener; port 0 picks one */
+  listen: { host: string; port: number }
+  peers: PeerConfig[]
+  tunables: LinkTunables & { divergencePolicy: 'keep' | 'discard' }
+}
+
+/**
+ * One node's replication role: as primary it owns the write path and a link
+ * per standby; as standby it serves one authenticated primary session at a
+ * time. Every node listens (a primary refuses sessions: split brain or a
+ * standby dialing). Promote and demote switch roles in place.
+ */
+export class ReplicationNode {
+  writePath: WritePath | null = null
+  readonly links = new Map<string, PeerLink>()
+  private readonly sessions = new Set<StandbySession>()
+  private server: net.Server | null = null
+  private closing = false
+  readonly upSince = Date.now()
+  /** the last META each peer sent, for `plan` */
+  readonly lastPeerMeta = new Map<string, WireMeta>()
+  /** extra gate on client writes (controller lease); null = none */
+  writeGate: (() => BlockrepError | null) | null = null
+
+  constructor(
+    readonly store: NodeStore,
+    private readonly cfg: ReplicationConfig,
+    private readonly log: Logger,
+  ) {}
+
+  get role(): 'primary' | 'standby' {
+    return this.store.meta.role
+  }
+
+  get listenPort(): number {
+    const a = this.server?.address()
+    return a && typeof a === 'object' ? a.port : 0
+  }
+
+  async start(): Promise<void> {
+    this.store.markOpen()
+    await this.listen()
+    if (this.role === 'primary') this.becomePrimary()
+    else this.store.journal.onReclaim = () => this.store.volume.flushSync()
+  }
+
+  private listen(): Promise<void> {
+    const server = net.createServer((socket) => this.accept(socket))
+    this.server = server
+    return new Promise((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(this.cfg.listen.port, this.cfg.listen.host, () => {
+        server.off('error', reject)
+        server.on('error', (err) => this.log.error({ err: err.message }, 'replication listener error'))
+        resolve()
+      })
+    })
+  }
+
+  private accept(socket: net.Socket): void {
+    const t = new FrameTransport(socket, { limits: { maxHeader: 64 * 1024 * 1024, maxPayload: 64 * 1024 * 1024 } })
+    const remote = t.remote
+    const session = new StandbySession(
+      t,
+      this.store,
+      {
+        secret: this.cfg.secret,
+        peerTimeoutMs: this.cfg.tunables.peerTimeoutMs,
+        divergencePolicy: this.cfg.tunables.divergencePolicy,
+        onAuthenticated: (s, primaryId) => {
+          for (const other of this.sessions) {
+            if (other !== s) void other.close(new BlockrepError('ERR_PEER_GONE', `replaced by a new session from ${primaryId}`))
+          }
+        },
+      },
+      this.log,
+    )
+    this.sessions.add(session)
+    session.run().then(
+      () => this.log.info({ remote, primary: session.primaryId }, 'primary session closed'),
+      (err: BlockrepError) => {
+        const level = err.code === 'ERR_PEER_GONE' ? 'info' : 'warn'
+        this.log[level]({ remote, primary: session.primaryId, code: err.code, err: err.message }, 'replication session ended')
+        if (err.code !== 'ERR_PEER_GONE' && err.code !== 'ERR_TIMEOUT' && !t.closed) void t.close(err).catch(() => {})
+      },
+    ).finally(() => this.sessions.delete(session))
+  }
+
+  private becomePrimary(): void {
+    const wp = new WritePath(this.store, this.log)
+    wp.setWritableCheck(() => {
+      if (this.closing) return new BlockrepError('ERR_SHUTDOWN', 'the agent is shutting down')
+      if (this.role !== 'primary') return new BlockrepError('ERR_NOT_PRIMARY', `${this.store.meta.nodeId} is not primary`)
+      return this.writeGate?.() ?? null
+    })
+    this.writePath = wp
+    for (const p of this.cfg.peers) {
+      const link = new PeerLink(p, this.store, wp, this.cfg.secret, this.cfg.tunables, this.log)
+      this.links.set(p.node, link)
+      link.start()
+    }
+  }
+
+  /** Standby → primary: a new epoch starting at head+1, recorded before any write (invariant 4). */
+  async promote(force: boolean): Promise<{ epoch: number }> {
+    const meta = this.store.meta
+    if (meta.role === 'primary') return { epoch: this.store.epoch }
+    if (!meta.consistent && !force) {
+      throw new BlockrepError('ERR_NOT_PRIMARY', `${meta.nodeId} is inconsistent (a resync is incomplete); promote --force to take over anyway`, { context: { node: meta.nodeId } })
+    }
+    for (const s of this.sessions) await s.close(new BlockrepError('ERR_SHUTDOWN', `${meta.nodeId} is being promoted`))
+    const head = this.store.journal.headSeq
+    const epoch = Math.max(0, ...meta.epochs.map((e) => e.epoch)) + 1
+    meta.epochs.push({ epoch, nodeId: meta.nodeId, startSeq: head + 1 })
+    meta.role = 'primary'
+    meta.consistent = true
+    meta.syncedOnce = true
+    for (const p of this.cfg.peers) {
+      const pm = this.store.peer(p.node)
+      if (!pm.bitmapValid) {
+        pm.ackedSeq = head
+        pm.bitmapValid = true
+        pm.dirty.clear()
+      }
+    }
+    this.store.saveMeta()
+    this.log.warn({ epoch, startSeq: head + 1, forced: force }, 'promoted to primary')
+    this.becomePrimary()
+    return { epoch }
+  }
+
+  /** Primary → standby: stops accepting writes and dialing; the new primary will catch this node up. */
+  async demote(): Promise<void> {
+    if (this.role !== 'primary') return
+    this.store.meta.role = 'standby'
+    await this.stopLinks()
+    this.writePath = null
+    this.store.journal.onReclaim = () => this.store.volume.flushSync()
+    this.store.saveMeta()
+    this.log.warn({}, 'demoted to standby')
+  }
+
+  async connect(peer: string): Promise<void> {
+    this.link(peer).start()
+  }
+
+  async disconnect(peer: string): Promise<void> {
+    await this.link(peer).stop()
+  }
+
+  private link(peer: string): PeerLink {
+    const l = this.links.get(peer)
+    if (!l) throw new BlockrepError('ERR_CONFIG', `no replication link to ${peer} on this ${this.role}`, { context: { peer } })
+    return l
+  }
+
+  private async stopLinks(): Promise<void> {
+    await Promise.all([...this.links.values()].map((l) => l.stop()))
+    this.links.clear()
+  }
+
+  /** Stops everything; the store is closed by the caller. */
+  async close(): Promise<void> {
+    this.closing = true
+    await this.stopLinks()
+    for (const s of this.sessions) await s.close().catch(() => {})
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()))
+    if (this.writePath) await this.writePath.flush().catch(() => {})
+  }
+
+  /** For `plan`: what the handshake would decide for each peer now, from its last known META. */
+  plan(): PlanEntry[] {
+    const out: PlanEntry[] = []
+    for (const link of this.links.values()) {
+      const last = link.lastStandbyMeta
+      if (!last) {
+        out.push({ node: link.nodeId, mode: 'UNKNOWN', reason: 'this peer has not completed a handshake since the agent started', blocks: 0, bytes: 0 })
+        continue
+      }
+      const head = Math.max(last.headSeq, link.ackedSeq())
+      const consistent = last.consistent || link.state === 'streaming'
+      const d = decideFor(this.store, { ...last, headSeq: head, consistent, syncedOnce: last.syncedOnce || consistent, resyncRemaining: consistent ? null : last.resyncRemaining })
+      out.push({ node: link.nodeId, mode: d.mode, reason: d.reason, blocks: d.blocks, bytes: d.bytes })
+    }
+    return out
+  }
+
+  status(): NodeStatus {
+    const s = this.store
+    const j = s.journal
+    const peers: PeerStatus[] = []
+    for (const link of this.links.values()) {
+      const acked = link.ackedSeq()
+      const gap = journalGap(s, acked)
+      const pm = s.meta.peers[link.nodeId]
+      peers.push({
+        node: link.nodeId,
+        address: link.peer.address,
+        protocol: link.peer.protocol,
+        state: link.state,
+        lastMode: link.lastMode,
+        ackedSeq: acked,
+        lagSeq: link.lagSeq,
+        lagBytes: gap ? gap.bytes : -1,
+        bitmapBlocks: pm ? pm.dirty.size : 0,
+        resync: link.meter.view(),
+        lastError: link.lastError,
+      })
+    }
+    for (const sess of this.sessions) {
+      if (!sess.primaryId) continue
+      peers.push({
+        node: sess.primaryId,
+        address: 'incoming',
+        protocol: 'sync',
+        state: sess.state === 'handshake' ? 'handshake' : sess.state,
+        lastMode: sess.mode ? { mode: sess.mode.mode, reason: sess.mode.reason, blocks: sess.mode.blocks, bytes: sess.mode.bytes, at: 0 } : null,
+        ackedSeq: j.headSeq,
+        lagSeq: 0,
+        lagBytes: 0,
+        bitmapBlocks: s.meta.resyncRemaining ? s.meta.resyncRemaining.size : 0,
+        resync: null,
+        lastError: null,
+      })
+    }
+    return {
+      node: s.meta.nodeId,
+      volumeId: s.meta.volumeId,
+      role: s.meta.role,
+      epoch: s.epoch,
+      headSeq: j.headSeq,
+      consistent: s.meta.consistent && !s.metaCorrupt,
+      size: s.meta.size,
+      blockSize: s.meta.blockSize,
+      journal: { tailSeq: j.tailSeq, headSeq: j.headSeq, capacity: j.capacity, used: j.used },
+      peers,
+      nbd: null,
+      upSince: this.upSince,
+    }
+  }
+}
