@@ -9,12 +9,37 @@
  * is two different epochs. Sharing an epoch means sharing the promoted node's
  * content up to `startSeq - 1` (invariant 4), which is what makes the branch
  * point computable from the histories alone.
+ *
+ * A node may hold entries for epochs whose writes it never received: it
+ * adopts the primary's whole history in MODE, and a catch-up can stop short.
+ * If such a node is then promoted, its new epoch starts *below* those
+ * entries. Every function here therefore works on the effective history
+ * (`effectiveHistory`): an entry followed by one with a smaller startSeq owned
+ * no seq on this node and is dropped.
  */
 import type { EpochEntry } from '../storage/types.js'
 
 /** True when both entries name the same promotion. */
 export function sameEpoch(a: EpochEntry, b: EpochEntry): boolean {
   return a.epoch === b.epoch && a.nodeId === b.nodeId && a.startSeq === b.startSeq
+}
+
+/**
+ * The entries that own seqs on this node: drops every entry that a later
+ * entry starts below (the node never reached it before a promotion started a
+ * new epoch at a lower seq). Returns the input itself when nothing is dropped.
+ */
+export function effectiveHistory(history: readonly EpochEntry[]): readonly EpochEntry[] {
+  let min = Infinity
+  let drop = false
+  const keep: boolean[] = new Array<boolean>(history.length)
+  for (let i = history.length - 1; i >= 0; i--) {
+    const start = history[i]!.startSeq
+    keep[i] = start <= min
+    if (!keep[i]) drop = true
+    min = Math.min(min, start)
+  }
+  return drop ? history.filter((_, i) => keep[i]) : history
 }
 
 function indexOfEpoch(history: readonly EpochEntry[], epoch: number): number {
@@ -36,7 +61,7 @@ function endOf(history: readonly EpochEntry[], i: number): number {
  */
 export function epochOfSeq(history: readonly EpochEntry[], seq: number): EpochEntry | undefined {
   let found: EpochEntry | undefined
-  for (const e of history) {
+  for (const e of effectiveHistory(history)) {
     if (e.startSeq <= seq) found = e
     else break
   }
@@ -53,7 +78,8 @@ export function epochOfSeq(history: readonly EpochEntry[], seq: number): EpochEn
  * match too: the same number from a different promotion is not on this
  * history). Pass the entry whenever you have it.
  */
-export function isOnHistory(history: readonly EpochEntry[], epoch: number | EpochEntry, seq: number): boolean {
+export function isOnHistory(full: readonly EpochEntry[], epoch: number | EpochEntry, seq: number): boolean {
+  const history = effectiveHistory(full)
   const num = typeof epoch === 'number' ? epoch : epoch.epoch
   const i = indexOfEpoch(history, num)
   if (i < 0) return false
@@ -81,7 +107,9 @@ export function isOnHistory(history: readonly EpochEntry[], epoch: number | Epoc
  * primary's own last epoch comes back as standbyHead; callers clamp with the
  * primary's head (see `divergenceBranch`).
  */
-export function branchPoint(primary: readonly EpochEntry[], standby: readonly EpochEntry[], standbyHead: number): number {
+export function branchPoint(primaryFull: readonly EpochEntry[], standbyFull: readonly EpochEntry[], standbyHead: number): number {
+  const primary = effectiveHistory(primaryFull)
+  const standby = effectiveHistory(standbyFull)
   let k = 0
   while (k < primary.length && k < standby.length && sameEpoch(primary[k]!, standby[k]!)) k++
   if (k === 0) return 0
