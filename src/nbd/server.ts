@@ -23,6 +23,7 @@ export class NbdServer {
   private readonly opts: NbdServerOptions
   private readonly server: net.Server
   private readonly sessions = new Map<net.Socket, NbdSession>()
+  private readonly socketClosed = new Set<Promise<void>>()
   private readonly counters: NbdStats = newStats()
   private nextId = 1
   private closing: Promise<void> | undefined
@@ -73,6 +74,7 @@ export class NbdServer {
       for (const socket of this.sessions.keys()) socket.destroy()
     }, 5000)
     await stopped
+    await Promise.all(this.socketClosed)
     clearTimeout(deadline)
   }
 
@@ -134,12 +136,15 @@ export class NbdServer {
     socket.on('error', err => log?.debug({ conn: id, err }, 'nbd: socket error'))
     // a half-close from the peer: answer what is in flight, then close our side
     socket.on('end', () => session.peerEnded())
-    socket.on('close', () => {
+    const closed = new Promise<void>(resolve => socket.on('close', () => {
       clearTimeout(timer)
       session.transportClosed()
       this.sessions.delete(socket)
+      this.socketClosed.delete(closed)
       log?.debug({ conn: id }, 'nbd: connection closed')
-    })
+      resolve()
+    }))
+    this.socketClosed.add(closed)
     session.start()
   }
 }

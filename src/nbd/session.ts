@@ -117,7 +117,10 @@ export class NbdSession {
   private inflightBytes = 0
   private reading = true
   private pumping = false
+  private peerDone = false
   private readonly mutations = new Set<Mutation>()
+  /** releases for replies handed to the transport but not yet flushed */
+  private readonly unflushed = new Set<() => void>()
   private idleWaiters: Array<() => void> = []
 
   constructor(opts: SessionOptions) {
@@ -164,13 +167,16 @@ export class NbdSession {
     if (this.state === 'closed') return
     this.state = 'closed'
     this.decoder.discard()
+    // a dead socket may never call back for what was queued on it
+    for (const release of [...this.unflushed]) release()
     this.settleIfIdle()
   }
 
   /** The peer will send nothing more (TCP half-close): answer what is in flight, then close. */
   peerEnded(): void {
+    this.peerDone = true
     if (this.state === 'handshake') this.close('peer closed during handshake', false)
-    else this.beginDrain()
+    else this.pump()
   }
 
   /**
@@ -208,7 +214,11 @@ export class NbdSession {
           this.close('protocol violation', true)
           return
         }
-        if (frame === undefined) break
+        if (frame === undefined) {
+          // everything the peer sent before its half-close has been taken in
+          if (this.peerDone) this.beginDrain()
+          break
+        }
         this.dispatch(frame)
       }
     } finally {
@@ -383,11 +393,12 @@ export class NbdSession {
         return this.mutate(f.offset, end, () => this.engine.write(f.offset, data, { fua }))
       }
       case Cmd.WRITE_ZEROES:
-        return this.mutate(f.offset, end, () => this.engine.writeZeroes(f.offset, f.length, { fua }))
+        return this.mutate(f.offset, end, () =>
+          this.chunked(f.offset, f.length, (o, n) => this.engine.writeZeroes(o, n, { fua })))
       case Cmd.TRIM:
-        // fua on TRIM: the engine's trim is advisory; a flush makes any effect durable
         return this.mutate(f.offset, end, async () => {
-          await this.engine.trim(f.offset, f.length)
+          await this.chunked(f.offset, f.length, (o, n) => this.engine.trim(o, n))
+          // trim has no fua parameter: a flush makes whatever it did durable
           if (fua) await this.engine.flush()
         })
       case Cmd.FLUSH: {
@@ -424,6 +435,19 @@ export class NbdSession {
         return Errno.OK
       default:
         return Errno.EINVAL
+    }
+  }
+
+  /**
+   * TRIM and WRITE_ZEROES carry no payload, so clients send them past the
+   * maximum block size (qemu: up to 2 GiB); the engine gets pieces no larger
+   * than a WRITE could be.
+   */
+  private async chunked(offset: number, length: number, fn: (offset: number, length: number) => Promise<void>): Promise<void> {
+    for (let done = 0; done < length;) {
+      const n = Math.min(length - done, this.limits.maxPayload)
+      await fn(offset + done, n)
+      done += n
     }
   }
 
@@ -467,7 +491,11 @@ export class NbdSession {
     } else if (f.command === Cmd.WRITE) {
       this.stats.bytesWritten += f.length
     }
+    let released = false
     const release = (): void => {
+      if (released) return
+      released = true
+      this.unflushed.delete(release)
       this.inflight--
       this.inflightBytes -= cost
       if (this.state === 'draining' && this.inflight === 0) this.close('drained', false)
@@ -478,6 +506,7 @@ export class NbdSession {
       release()
       return
     }
+    this.unflushed.add(release)
     const header = encodeSimpleReply(f.cookie, result.error)
     const data = result.error === Errno.OK ? result.data : undefined
     this.out.send(data !== undefined && data.length > 0 ? [header, data] : [header], release)
