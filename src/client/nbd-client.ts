@@ -32,7 +32,7 @@ interface Pending {
 export class NbdClient {
   size = 0
   flags = 0
-  private buf = Buffer.alloc(0)
+  private buf: Buffer = Buffer.alloc(0)
   private waiters: (() => void)[] = []
   private pending = new Map<bigint, Pending>()
   private cookie = 0n
