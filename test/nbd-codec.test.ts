@@ -608,3 +608,30 @@ t.test('nbd session - TRIM and WRITE_ZEROES past the max block size reach the en
   t.equal(data[MiB - 1], 0xff)
   t.equal(data[49 * MiB], 0xff)
 })
+
+t.test('nbd server - close(): requests received but not started get ESHUTDOWN, in-flight ones finish', async t => {
+  const engine = new GatedEngine()
+  const server = new NbdServer({ engine, limits: { maxRequests: 1 } })
+  const { port } = await server.listen(0, '127.0.0.1')
+  const c = await RawClient.connect(port)
+  await c.go()
+  await c.request(Cmd.WRITE, 1n, 0, 4096, { data: Buffer.alloc(4096) })
+  await c.request(Cmd.READ, 2n, 0, 4096)
+  while (engine.waiting === 0) await new Promise(resolve => setTimeout(resolve, 5))
+  await new Promise(resolve => setTimeout(resolve, 20)) // let the READ reach the server's buffer
+  const closing = server.close()
+  t.match(await c.reply(), { error: Errno.ESHUTDOWN, cookie: 2n }, 'the queued READ is refused')
+  engine.releaseAll()
+  t.match(await c.reply(), { error: 0, cookie: 1n }, 'the running WRITE completes')
+  await c.closed
+  await closing
+  const late = await new Promise<boolean>(resolve => {
+    const s = net.connect(port, '127.0.0.1')
+    s.on('connect', () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.on('error', () => resolve(false))
+  })
+  t.notOk(late, 'no longer listening')
+})

@@ -193,4 +193,9 @@ t.test('nbd interop - a read-only engine refuses qemu-io write', { skip: !haveQe
   t.ok(fs.readFileSync(vol.file).every(b => b === 0), 'nothing written')
   const ro = await run('qemu-io', ['-r', '-f', 'raw', url, '-c', 'read -P 0 0 64k'])
   t.equal(ro.code, 0, 'reads still work read-only')
+  if (haveNbdinfo) {
+    const info = await run('nbdinfo', ['--json', url])
+    const e = (JSON.parse(info.stdout) as { exports: Array<Record<string, unknown>> }).exports[0]
+    t.equal(e?.is_read_only, true, 'nbdinfo sees is_read_only')
+  }
 })

@@ -205,7 +205,8 @@ export class NbdSession {
     if (this.pumping) return
     this.pumping = true
     try {
-      while ((this.state === 'handshake' || this.state === 'transmission') && !this.full()) {
+      // while shutting down, what is already buffered is answered ESHUTDOWN: cheap, and bounded
+      while ((this.state === 'handshake' || this.state === 'transmission') && (!this.full() || this.shuttingDown)) {
         let frame: Frame | undefined
         try {
           frame = this.decoder.next()
