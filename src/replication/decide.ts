@@ -8,7 +8,8 @@
  *
  * Rules, first match wins:
  *   0 REFUSE      identity differs (protocol version, volumeId, blockSize, size),
- *                 split brain (both primary), or this side is not primary
+ *                 split brain (both primary), this side is not primary, or the
+ *                 standby knows a newer epoch than this primary (superseded primary)
  *   1 FULL        standby metadata corrupt; or inconsistent / never synced with
  *                 no resumable remaining bitmap
  *   2 BITMAP|FULL divergence: standby head not on the primary's history (or ahead
@@ -124,10 +125,12 @@ export interface DecideOptions {
  * wrote after a branch point (rule 2). Returns the branch seq, or null when
  * the standby's head is on the primary's history at or below the primary's
  * head — or when asking is pointless: the standby's metadata is corrupt (its
- * history cannot be trusted) or it claims to be primary (rule 0 refuses).
+ * history cannot be trusted), or rule 0 will refuse because it claims to be
+ * primary or knows a newer epoch than this primary.
  */
 export function needsDivergenceQuery(primary: Pick<PrimaryFacts, 'epochs' | 'headSeq'>, standby: WireMeta): number | null {
   if (standby.metaCorrupt || standby.role === 'primary') return null
+  if (newestEpoch(standby.epochs) > newestEpoch(primary.epochs)) return null
   return branchOf(primary.epochs, primary.headSeq, standby.epochs, standby.headSeq).branch
 }
 
@@ -216,9 +219,11 @@ export function decide(primary: PrimaryFacts, standby: StandbyFacts, opts: Decid
       ].filter(s => s !== '').join(' nor ')
       return full(2, `divergence: ${divergedHow}, and it is unknown ${unknown}`, divergence)
     }
+    const primaryPart = branch >= pHead ? 'the primary wrote nothing after it'
+      : `${count(mine.size, 'block')} the primary wrote in ${seqs(branch + 1, pHead)}`
     return bitmapOf(2, [mine, theirs, ...resumeParts], branch, n =>
       `divergence: ${divergedHow}; the standby rolls back to seq ${branch} and receives ${count(n, 'block')}` +
-      ` (${count(mine.size, 'block')} the primary wrote in ${seqs(branch + 1, pHead)}` +
+      ` (${primaryPart}` +
       ` ∪ ${count(theirs.size, 'block')} the standby wrote after the branch${resumeNote})`, divergence)
   }
 
@@ -244,8 +249,8 @@ export function decide(primary: PrimaryFacts, standby: StandbyFacts, opts: Decid
     const bytes = primary.journalBytesSinceStandbyHead ?? blocks * primary.blockSize
     return {
       mode: 'HEAD_DELTA', rule: 4,
-      reason: `HEAD_DELTA (rule 4): replaying ${count(records, 'record')} ${seqs(sHead + 1, pHead)}` +
-        ` (~${count(blocks, 'block')}, ${bytes} bytes) from the primary's journal, which starts at seq ${primary.journalTail}${lostNote}`,
+      reason: `HEAD_DELTA (rule 4): replaying ${count(records, 'record')} (${seqs(sHead + 1, pHead)},` +
+        ` ~${count(blocks, 'block')}, ${bytes} bytes) from the primary's journal, which starts at seq ${primary.journalTail}${lostNote}`,
       blocks, bytes, divergence: null, bitmap: null, fromSeq: sHead, toSeq: pHead,
     }
   }
@@ -256,18 +261,19 @@ export function decide(primary: PrimaryFacts, standby: StandbyFacts, opts: Decid
     ? opts.bitmaps.create()
     : journalCovers || bitmapCovers ? primary.bitmapSinceStandbyHead ?? null : null
   if (since !== null) {
-    const source = sHead === pHead ? 'nothing was written since the standby head'
-      : journalCovers ? `the journal holds ${seqs(sHead + 1, pHead)}`
-        : `the journal starts at seq ${primary.journalTail} and the dirty bitmap covers the rest of ${seqs(sHead + 1, pHead)}`
     const written = `${count(since.size, 'block')} written in ${seqs(sHead + 1, pHead)}`
+    const source = journalCovers ? `the journal holds ${seqs(sHead + 1, pHead)}`
+      : `the journal starts at seq ${primary.journalTail} and the dirty bitmap covers the rest of ${seqs(sHead + 1, pHead)}`
+    // Equal heads reach here only to resume (rule 3 took the consistent case).
     return bitmapOf(5, [since, ...resumeParts], sHead, n => remaining !== null
       ? `resuming an interrupted resync at standby head ${sHead}: sending ${count(n, 'block')}` +
-        ` (${count(remaining.size, 'block')} remaining ∪ ${written}; ${source})${lostNote}`
+        ` (${count(remaining.size, 'block')} remaining` +
+        `${sHead === pHead ? '; nothing was written since' : ` ∪ ${written}; ${source}`})${lostNote}`
       : `${source}: sending ${count(n, 'block')} (${written})`)
   }
 
   // Rule 6 -----------------------------------------------------------------
-  const journalWhy = `the journal starts at seq ${primary.journalTail}, after the standby's next seq ${sHead + 1}`
+  const journalWhy = `the journal starts at seq ${primary.journalTail}, after the standby's next seq ${sHead + 1},`
   const bitmapWhy = peer === null ? 'the primary has no record of this peer (no dirty bitmap)'
     : !peer.bitmapValid ? "the primary's dirty bitmap for this peer is not valid"
       : lostAcked ? `the standby's head ${sHead} is behind the seq ${peer.ackedSeq} it acknowledged (it lost acknowledged writes), which the dirty bitmap does not cover`
@@ -294,6 +300,11 @@ function refusalReasons(p: PrimaryFacts, s: StandbyFacts): string[] {
   } else if (m.role === 'primary') {
     out.push(`split brain: both nodes are primary (this node's newest epoch ${fmtEpoch(p.epochs)}, head ${p.headSeq};` +
       ` the peer ${m.nodeId}'s newest epoch ${fmtEpoch(m.epochs)}, head ${m.headSeq}); demote one of them`)
+  } else if (!m.metaCorrupt && newestEpoch(m.epochs) > newestEpoch(p.epochs)) {
+    // Another node was promoted after this one: syncing would drag the standby
+    // onto this primary's dead branch and overwrite the new primary's writes.
+    out.push(`this primary was superseded: the standby ${m.nodeId} knows epoch ${fmtEpoch(m.epochs)},` +
+      ` newer than this node's newest epoch ${fmtEpoch(p.epochs)}; demote this node`)
   }
   return out
 }
@@ -307,6 +318,12 @@ function bytesOf(set: BlockBitmap, size: number, blockSize: number, totalBlocks:
 
 function fmt(v: string | number): string {
   return typeof v === 'string' ? JSON.stringify(v) : String(v)
+}
+
+function newestEpoch(epochs: readonly EpochEntry[]): number {
+  let n = 0
+  for (const e of epochs) n = Math.max(n, e.epoch)
+  return n
 }
 
 function fmtEpoch(epochs: readonly EpochEntry[]): string {
