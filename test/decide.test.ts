@@ -309,9 +309,13 @@ t.test('decide - never NONE when the metadata is corrupt or the standby is incon
   }
 })
 
+function isBitmap(v: unknown): v is BlockBitmap {
+  return v !== null && typeof v === 'object' && typeof (v as BlockBitmap).toArray === 'function' && typeof (v as BlockBitmap).orInPlace === 'function'
+}
+
 /** Plain-data snapshot of the facts (bitmaps as arrays) to detect mutation. */
 function snapshot(v: unknown): unknown {
-  if (v instanceof SetBitmap) return { bitmap: v.toArray() }
+  if (isBitmap(v)) return { bitmap: v.toArray() }
   if (Buffer.isBuffer(v)) return { buffer: v.toString('hex') }
   if (Array.isArray(v)) return v.map(snapshot)
   if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, snapshot(x)]))

@@ -216,7 +216,7 @@ export function decide(primary: PrimaryFacts, standby: StandbyFacts, opts: Decid
         mine === null ? `which blocks the primary wrote in ${seqs(branch + 1, pHead)}` : '',
         theirs === undefined ? 'which blocks the standby wrote after the branch (it was not asked)'
           : theirs === null ? "which blocks the standby wrote after the branch (its journal no longer reaches back)" : '',
-      ].filter(s => s !== '').join(' nor ')
+      ].filter(s => s !== '').join(' and ')
       return full(2, `divergence: ${divergedHow}, and it is unknown ${unknown}`, divergence)
     }
     const primaryPart = branch >= pHead ? 'the primary wrote nothing after it'
