@@ -4,7 +4,7 @@ import net from 'node:net'
 import {
   Cmd, CmdFlag, Errno, InfoType, NbdDecoder, NbdServer, NbdSession, Option, OptReply, encodeExportNameReply,
   encodeGreeting, encodeInfoBlockSize, encodeInfoExport, encodeInfoRequest, encodeOption, encodeOptionReply,
-  encodeRequest, encodeServerEntry, encodeSimpleReply, nbdErrno, parseInfoRequest,
+  encodeRequest, encodeServerEntry, encodeSimpleReply, nbdErrno, parseInfoRequest, answerOption, transmissionFlags,
 } from '../src/nbd/index.js'
 import type { BlockEngine, Frame, RequestFrame, SessionOutput } from '../src/nbd/index.js'
 import { BlockrepError } from '../src/util/errors.js'
@@ -131,6 +131,28 @@ t.test('nbd codec - hard limits throw before the payload arrives', async t => {
   bad.writeUInt32BE(0x25609514, 0)
   d5.push(bad)
   t.throws(() => d5.next(), { code: 'ERR_NBD_PROTOCOL' }, 'bad request magic')
+})
+
+t.test('nbd handshake - answerOption decides without I/O', async t => {
+  const ctx = {
+    export: { name: 'vol0', size: 8192, blockSize: 512, transmissionFlags: () => transmissionFlags(false, true) },
+    fixedNewstyle: true,
+    noZeroes: true,
+    maxPayload: 32 * MiB,
+  }
+  const opt = (option: number, data = Buffer.alloc(0)) => ({ type: 'option' as const, option, data })
+  t.equal(transmissionFlags(false, true), 0x16d)
+  t.equal(transmissionFlags(true, false), 0x6f)
+  t.match(answerOption(opt(Option.EXPORT_NAME, Buffer.from('nosuch')), ctx), { next: 'disconnect' })
+  const ex = answerOption(opt(Option.EXPORT_NAME, Buffer.from('vol0')), ctx)
+  t.match(ex, { next: 'transmission', name: 'vol0' })
+  t.same(ex.next === 'transmission' && ex.send[0], hex('0000000000002000 016d'))
+  t.match(answerOption(opt(Option.GO, encodeInfoRequest('x')), ctx), { next: 'options' })
+  t.match(answerOption(opt(Option.INFO, encodeInfoRequest('')), ctx), { next: 'options' })
+  t.match(answerOption(opt(Option.GO, encodeInfoRequest('')), ctx), { next: 'transmission', name: '' })
+  t.match(answerOption(opt(Option.ABORT), ctx), { next: 'close' })
+  t.match(answerOption(opt(Option.STRUCTURED_REPLY), ctx), { next: 'options' })
+  t.match(answerOption(opt(Option.STRUCTURED_REPLY), { ...ctx, fixedNewstyle: false }), { next: 'disconnect' })
 })
 
 t.test('nbd errno - one mapping', async t => {
@@ -404,6 +426,8 @@ t.test('nbd session - bounds, bad flags, unknown commands', async t => {
     const r = await c.reply(errno === 0 && cmd === Cmd.READ ? length : 0)
     t.match(r, { error: errno, cookie }, what)
   }
+  c.write(encodeRequest({ command: Cmd.READ, cookie: ++cookie, offset: 0xffffffffffffff00n, length: 0x200 }))
+  t.match(await c.reply(), { error: Errno.EINVAL, cookie }, 'u64 offset near 2^64 → EINVAL')
   await c.request(Cmd.WRITE, ++cookie, MiB - 100, 200, { data: Buffer.alloc(200, 9) })
   t.match(await c.reply(), { error: Errno.ENOSPC, cookie }, 'write past end → ENOSPC, payload consumed')
   await c.request(Cmd.READ, ++cookie, 0, 8)
@@ -411,7 +435,7 @@ t.test('nbd session - bounds, bad flags, unknown commands', async t => {
 })
 
 t.test('nbd session - pipelined requests: overlapping write then read keep their order', async t => {
-  const { connect } = await serve(t, 4 * MiB)
+  const { connect, server } = await serve(t, 4 * MiB)
   const c = await connect()
   await c.go()
   // no waiting between requests: all in flight at once
@@ -434,6 +458,9 @@ t.test('nbd session - pipelined requests: overlapping write then read keep their
   await c.request(Cmd.DISC, 200n, 0, 0)
   await c.closed
   t.pass('DISC closes')
+  const until = Date.now() + 2000
+  while (server.connections > 0 && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 10))
+  t.equal(server.connections, 0, 'and the server side is gone too')
 })
 
 /** Engine whose writes wait until released; for backpressure and shutdown tests. */

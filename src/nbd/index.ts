@@ -1,6 +1,7 @@
 export * from './constants.js'
 export * from './codec.js'
 export * from './errno.js'
+export * from './handshake.js'
 export * from './session.js'
 export * from './server.js'
 export type { BlockEngine } from './engine.js'

@@ -105,7 +105,11 @@ export class NbdServer {
         else socket.pause()
       },
       end() {
+        // keep reading (the session ignores it) so the peer's FIN is seen and 'close' follows;
+        // a peer that never closes its side is dropped after a grace period
+        socket.resume()
         socket.end()
+        setTimeout(() => socket.destroy(), 10_000).unref()
       },
       destroy() {
         socket.destroy()

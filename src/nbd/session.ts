@@ -1,14 +1,12 @@
 import type { BlockEngine } from './engine.js'
 import {
-  CLIENT_FLAGS_KNOWN, ClientFlag, Cmd, CmdFlag, CmdName, Errno, HandshakeFlag, InfoType, Limits, Option,
-  OptionName, OptReply, Size, TransFlag, nameOf,
+  CLIENT_FLAGS_KNOWN, ClientFlag, Cmd, CmdFlag, CmdName, Errno, HandshakeFlag, Limits, OptionName, Size, nameOf,
 } from './constants.js'
-import {
-  NbdDecoder, encodeExportNameReply, encodeGreeting, encodeInfoBlockSize, encodeInfoExport, encodeOptionReply,
-  encodeServerEntry, encodeSimpleReply, parseInfoRequest,
-} from './codec.js'
+import { NbdDecoder, encodeGreeting, encodeSimpleReply } from './codec.js'
 import type { Frame, OptionFrame, RequestFrame } from './codec.js'
 import { nbdErrno } from './errno.js'
+import { answerOption, transmissionFlags } from './handshake.js'
+import type { ExportView } from './handshake.js'
 
 /** What the session needs from its transport (a net.Socket in production, an array in tests). */
 export interface SessionOutput {
@@ -108,6 +106,7 @@ export class NbdSession {
   private readonly multiConn: boolean
   private readonly id: number
   private readonly decoder: NbdDecoder
+  private readonly exportView: ExportView
   private state: State = 'handshake'
   private shuttingDown = false
   private noZeroes = false
@@ -132,6 +131,14 @@ export class NbdSession {
     this.multiConn = opts.multiConn ?? true
     this.id = opts.id ?? 0
     this.decoder = new NbdDecoder(this.limits)
+    const engine = this.engine
+    const multiConn = this.multiConn
+    this.exportView = {
+      name: engine.name,
+      size: engine.size,
+      blockSize: engine.blockSize,
+      transmissionFlags: () => transmissionFlags(engine.isReadOnly(), multiConn),
+    }
     // a bound below one full request could stall a single large WRITE forever
     if (this.limits.maxBytesInFlight < this.limits.maxPayload + Size.REQUEST) {
       this.limits.maxBytesInFlight = this.limits.maxPayload + Size.REQUEST
@@ -272,88 +279,26 @@ export class NbdSession {
       return
     }
     this.log.debug({ conn: this.id, option: nameOf(OptionName, f.option), length: f.data.length }, 'nbd: option')
-    switch (f.option) {
-      case Option.EXPORT_NAME: {
-        const name = f.data.toString('utf8')
-        if (!this.knownExport(name)) {
-          this.log.info({ conn: this.id, name }, 'nbd: unknown export (EXPORT_NAME), disconnecting')
-          this.close('unknown export', true)
-          return
-        }
-        this.out.send([encodeExportNameReply(this.engine.size, this.transmissionFlags(), this.noZeroes)])
-        this.enterTransmission(name)
-        return
-      }
-      case Option.ABORT:
-        this.reply(f.option, OptReply.ACK)
-        this.close('client abort', false)
-        return
-      case Option.LIST:
-        if (f.data.length !== 0) {
-          this.reply(f.option, OptReply.ERR_INVALID, 'NBD_OPT_LIST takes no data')
-          return
-        }
-        this.out.send([
-          encodeOptionReply(f.option, OptReply.SERVER, encodeServerEntry(this.engine.name)),
-          encodeOptionReply(f.option, OptReply.ACK),
-        ])
-        return
-      case Option.INFO:
-      case Option.GO:
-        this.handleInfo(f)
-        return
-      default:
-        // STRUCTURED_REPLY, STARTTLS, meta contexts, anything newer: the client falls back
-        if (!this.fixedNewstyle) {
-          this.close('option needs fixed newstyle', true)
-          return
-        }
-        this.reply(f.option, OptReply.ERR_UNSUP, `option ${nameOf(OptionName, f.option)} not supported`)
-    }
-  }
-
-  private handleInfo(f: OptionFrame): void {
-    const req = parseInfoRequest(f.data)
-    if (req === undefined) {
-      this.reply(f.option, OptReply.ERR_INVALID, 'malformed info request')
+    const action = answerOption(f, {
+      export: this.exportView,
+      fixedNewstyle: this.fixedNewstyle,
+      noZeroes: this.noZeroes,
+      maxPayload: this.limits.maxPayload,
+    })
+    if (action.next === 'disconnect') {
+      this.log.info({ conn: this.id, reason: action.reason }, 'nbd: disconnecting during handshake')
+      this.close(action.reason, true)
       return
     }
-    if (!this.knownExport(req.name)) {
-      this.reply(f.option, OptReply.ERR_UNKNOWN, `no export named "${req.name}"`)
-      return
+    this.out.send(action.send)
+    if (action.next === 'close') {
+      this.close(action.reason, false)
+    } else if (action.next === 'transmission') {
+      this.state = 'transmission'
+      this.decoder.enterTransmission()
+      this.log.info({ conn: this.id, name: action.name, size: this.engine.size, readOnly: this.engine.isReadOnly() },
+        'nbd: transmission')
     }
-    // INFO_EXPORT always, even if not requested: qemu fails without it
-    const chunks = [encodeOptionReply(f.option, OptReply.INFO, encodeInfoExport(this.engine.size, this.transmissionFlags()))]
-    if (req.infos.includes(InfoType.BLOCK_SIZE)) {
-      const preferred = Math.min(Math.max(this.engine.blockSize, 1), this.limits.maxPayload)
-      chunks.push(encodeOptionReply(f.option, OptReply.INFO, encodeInfoBlockSize(1, preferred, this.limits.maxPayload)))
-    }
-    chunks.push(encodeOptionReply(f.option, OptReply.ACK))
-    this.out.send(chunks)
-    if (f.option === Option.GO) this.enterTransmission(req.name)
-  }
-
-  private reply(option: number, type: number, message?: string): void {
-    this.out.send([encodeOptionReply(option, type, message === undefined ? undefined : Buffer.from(message))])
-  }
-
-  private knownExport(name: string): boolean {
-    return name === '' || name === this.engine.name
-  }
-
-  private transmissionFlags(): number {
-    let flags = TransFlag.HAS_FLAGS | TransFlag.SEND_FLUSH | TransFlag.SEND_FUA | TransFlag.SEND_TRIM |
-      TransFlag.SEND_WRITE_ZEROES
-    if (this.multiConn) flags |= TransFlag.CAN_MULTI_CONN
-    if (this.engine.isReadOnly()) flags |= TransFlag.READ_ONLY
-    return flags
-  }
-
-  private enterTransmission(name: string): void {
-    this.state = 'transmission'
-    this.decoder.enterTransmission()
-    this.log.info({ conn: this.id, name, size: this.engine.size, readOnly: this.engine.isReadOnly() },
-      'nbd: transmission')
   }
 
   // Transmission
