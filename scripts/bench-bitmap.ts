@@ -1,0 +1,130 @@
+/**
+ * Dirty-bitmap bench: a 1 TiB volume in 4 KiB blocks (268,435,456 blocks)
+ * with 1% of the blocks dirty at random (2,684,354 distinct blocks), for
+ * CRoaring and for the native-free TypeScript Roaring. Reports memory
+ * (memoryBytes, and what the process measurably spent), serialized size, and
+ * the time to build, iterate, serialize and deserialize. Target: <= 8 MiB in
+ * memory and on disk. Also: a whole-volume addRange (a FULL resync's
+ * remaining set).
+ *
+ *   npx tsc -p . && node dist/scripts/bench-bitmap.js
+ */
+import { createRequire } from 'node:module'
+import { pathToFileURL } from 'node:url'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
+import { nativeBitmaps, nativeFreeBitmaps } from '../src/storage/bitmaps.js'
+import type { BitmapFactory, BlockBitmap } from '../src/storage/types.js'
+
+const VOLUME_BLOCKS = 2 ** 40 / 4096
+const DIRTY = Math.floor(VOLUME_BLOCKS / 100)
+const MiB = 2 ** 20
+
+setFlagsFromString('--expose-gc')
+const gc = runInNewContext('gc') as () => void
+
+/** mulberry32, so every run dirties the same blocks. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let x = Math.imul(a ^ (a >>> 15), 1 | a)
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** DIRTY distinct random blocks, in random order. */
+function dirtyBlocks(): Uint32Array {
+  const r = rng(2026)
+  const seen = new Uint32Array(VOLUME_BLOCKS / 32)
+  const out = new Uint32Array(DIRTY)
+  for (let n = 0; n < DIRTY; ) {
+    const b = Math.floor(r() * VOLUME_BLOCKS)
+    const m = 1 << (b & 31)
+    if ((seen[b >>> 5] & m) !== 0) continue
+    seen[b >>> 5] |= m
+    out[n++] = b
+  }
+  return out
+}
+
+function addonMemory(): number {
+  try {
+    return (createRequire(import.meta.url)('roaring') as { getRoaringUsedMemory(): number }).getRoaringUsedMemory()
+  } catch {
+    return 0
+  }
+}
+
+/** Bytes the process holds now: JS heap, array buffers, and CRoaring's allocations. */
+function held(): number {
+  gc()
+  const m = process.memoryUsage()
+  return m.heapUsed + m.arrayBuffers + addonMemory()
+}
+
+function ms(since: number): number {
+  return performance.now() - since
+}
+
+function run(f: BitmapFactory, blocks: Uint32Array, out: Record<string, number>): void {
+  const k = f.kind
+  const base = held()
+  let t0 = performance.now()
+  const b: BlockBitmap = f.create()
+  for (let i = 0; i < blocks.length; i++) b.add(blocks[i])
+  out[`${k}.buildMs`] = ms(t0)
+  out[`${k}.measuredMiB`] = (held() - base) / MiB
+  out[`${k}.memoryMiB`] = b.memoryBytes() / MiB
+  if (b.size !== blocks.length) throw new Error(`${k}: size ${b.size}, expected ${blocks.length}`)
+
+  t0 = performance.now()
+  let n = 0
+  let last = -1
+  for (const v of b) {
+    if (v <= last) throw new Error(`${k}: iteration not ascending at ${v}`)
+    last = v
+    n++
+  }
+  out[`${k}.iterateMs`] = ms(t0)
+  if (n !== blocks.length) throw new Error(`${k}: iterated ${n}`)
+
+  t0 = performance.now()
+  const buf = b.serialize()
+  out[`${k}.serializeMs`] = ms(t0)
+  out[`${k}.serializedMiB`] = buf.length / MiB
+
+  t0 = performance.now()
+  const back = f.deserialize(buf)
+  out[`${k}.deserializeMs`] = ms(t0)
+  if (back.size !== b.size) throw new Error(`${k}: deserialized size ${back.size}`)
+
+  const full = f.create()
+  full.addRange(0, VOLUME_BLOCKS)
+  out[`${k}.fullVolumeMemoryKiB`] = full.memoryBytes() / 1024
+  out[`${k}.fullVolumeSerializedKiB`] = full.serialize().length / 1024
+}
+
+/** Runs the bench for both implementations; figures keyed `<kind>.<measure>`. */
+export async function benchBitmap(): Promise<Record<string, number>> {
+  const blocks = dirtyBlocks()
+  const out: Record<string, number> = { volumeBlocks: VOLUME_BLOCKS, dirtyBlocks: DIRTY }
+  for (const f of [nativeBitmaps, nativeFreeBitmaps]) {
+    run(f, blocks, out)
+    gc()
+  }
+  return out
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const r = await benchBitmap()
+  console.log(`1 TiB volume, 4 KiB blocks: ${r.volumeBlocks} blocks, ${r.dirtyBlocks} dirty (1%)`)
+  const rows = ['memoryMiB', 'measuredMiB', 'serializedMiB', 'buildMs', 'iterateMs', 'serializeMs', 'deserializeMs', 'fullVolumeMemoryKiB', 'fullVolumeSerializedKiB']
+  console.log(`${'measure'.padEnd(24)}${'native'.padStart(12)}${'native-free'.padStart(14)}`)
+  for (const row of rows) {
+    console.log(`${row.padEnd(24)}${r[`native.${row}`].toFixed(2).padStart(12)}${r[`native-free.${row}`].toFixed(2).padStart(14)}`)
+  }
+  const worst = Math.max(r['native.memoryMiB'], r['native-free.memoryMiB'], r['native.serializedMiB'], r['native-free.serializedMiB'])
+  console.log(worst <= 8 ? 'within the 8 MiB target' : `OVER the 8 MiB target (${worst.toFixed(2)} MiB)`)
+}
