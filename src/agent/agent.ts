@@ -7,7 +7,7 @@ import { VolumeEngine } from '../replication/volume-engine.js'
 import { NbdServer } from '../nbd/server.js'
 import { BlockrepError } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
-import type { NodeStatus } from './status-types.js'
+import type { AdminTarget, NodeStatus } from './status-types.js'
 
 /** Resync rounds after which client writes are throttled regardless of the gap. */
 const MAX_ROUNDS = 30
@@ -106,5 +106,20 @@ export class Agent {
       this.log.info({ head: this.store.headSeq }, 'agent stopped cleanly')
     })()
     return this.stopped
+  }
+}
+
+/** The admin API's view of an agent. */
+export function adminTarget(agent: Agent): AdminTarget {
+  const node = agent.node
+  return {
+    status: () => agent.status(),
+    plan: async () => node.plan(),
+    promote: (force) => node.promote(force),
+    demote: () => node.demote(),
+    verify: (peer) => node.verify(peer),
+    verifyProgress: (peer) => node.verifyProgress(peer),
+    connect: (peer) => node.connect(peer),
+    disconnect: (peer) => node.disconnect(peer),
   }
 }

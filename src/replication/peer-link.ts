@@ -9,6 +9,8 @@ import type { Decision } from './decide.js'
 import { ResyncSender } from './resync-sender.js'
 import type { ResyncTunables } from './resync-sender.js'
 import { ResyncMeter } from './resync-meter.js'
+import { Verifier } from './verifier.js'
+import type { VerifyOutcome } from './verifier.js'
 import { BlockrepError, isCode } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
 import { crc32c } from '../util/crc32c.js'
@@ -64,6 +66,7 @@ export class PeerLink implements WriteListener {
   private pumping = false
   private ackWaiters: { seq: number; resolve: () => void }[] = []
   private resync: ResyncSender | null = null
+  verifier: Verifier | null = null
   private wakeLoop: (() => void) | null = null
   private loopDone: Promise<void> = Promise.resolve()
   private heartbeat: NodeJS.Timeout | null = null
@@ -120,6 +123,27 @@ export class PeerLink implements WriteListener {
   waitDurable(seq: number): Promise<void> {
     if (this.peer.protocol !== 'sync' || !this.inSync || this.acked >= seq) return Promise.resolve()
     return new Promise((resolve) => this.ackWaiters.push({ seq, resolve }))
+  }
+
+  /** Online verify against this streaming peer. */
+  async verify(rangeBlocks: number): Promise<VerifyOutcome> {
+    if (this.state !== 'streaming' || !this.t) {
+      throw new BlockrepError('ERR_PEER_GONE', `${this.peer.node} is ${this.state}: verify needs a streaming peer`, { context: { peer: this.peer.node } })
+    }
+    if (this.verifier) throw new BlockrepError('ERR_USAGE', `a verify of ${this.peer.node} is already running`)
+    this.verifier = new Verifier(this.t, this.store, rangeBlocks, () => this.caughtUp())
+    try {
+      return await this.verifier.run()
+    } finally {
+      this.verifier = null
+    }
+  }
+
+  /** Resolves once this peer acknowledged the primary's head as of now (or dropped). */
+  private caughtUp(): Promise<void> {
+    const head = this.store.journal.headSeq
+    if (this.acked >= head || this.state !== 'streaming') return Promise.resolve()
+    return new Promise((resolve) => this.ackWaiters.push({ seq: head, resolve }))
   }
 
   private async loop(): Promise<void> {
@@ -199,6 +223,7 @@ export class PeerLink implements WriteListener {
   private onFrame(f: Frame): void {
     const m = f.msg
     if (this.resync?.handle(f)) return
+    if (this.verifier?.handle(f)) return
     switch (m.type) {
       case 'ACK':
         return this.onAck(m.seq)
@@ -284,6 +309,7 @@ export class PeerLink implements WriteListener {
     this.inSync = false
     this.syncTarget = null
     this.resync?.abort(new BlockrepError('ERR_PEER_GONE', `${this.peer.node} disconnected`))
+    this.verifier?.abort(new BlockrepError('ERR_PEER_GONE', `${this.peer.node} disconnected during verify`))
     this.resync = null
     this.inflight = []
     this.inflightBytes = 0

@@ -156,6 +156,17 @@ export class ReplicationNode {
     this.log.warn({}, 'demoted to standby')
   }
 
+  /** Online verify against a streaming peer (see Verifier). */
+  async verify(peer: string): Promise<{ peer: string; blocksCompared: number; differingBlocks: number[]; seconds: number }> {
+    const out = await this.link(peer).verify(this.cfg.tunables.digestRangeBlocks)
+    this.log.info({ peer, blocksCompared: out.blocksCompared, differing: out.differingBlocks.length, seconds: out.seconds }, 'verify finished')
+    return { peer, ...out }
+  }
+
+  verifyProgress(peer: string) {
+    return this.links.get(peer)?.verifier?.progress ?? null
+  }
+
   async connect(peer: string): Promise<void> {
     this.link(peer).start()
   }
