@@ -20,7 +20,7 @@ function issuePaths(err: BlockrepError): string[] {
 }
 
 t.test('config - minimal config gets every default', async t => {
-  const cfg = parseConfig({ node: 'a', data: 'vol.img' }, '/srv/br')
+  const cfg = parseConfig({ node: 'a', data: 'vol.img', secret: SECRET }, '/srv/br')
   t.same(cfg, {
     node: 'a',
     volumeId: null,
@@ -32,7 +32,7 @@ t.test('config - minimal config gets every default', async t => {
     admin: { host: '127.0.0.1', port: 7800 },
     adminToken: null,
     nbd: null,
-    secret: null,
+    secret: SECRET,
     peers: [],
     log: { level: 'info' },
     tunables: DEFAULT_TUNABLES,
@@ -144,18 +144,18 @@ t.test('config - every problem is reported at once, by field path', async t => {
 })
 
 t.test('config - secret rules', async t => {
-  t.match(thrown(() => parseConfig({ node: 'a', data: 'd', peers: [{ node: 'b', address: 'h:1' }] }, '/')).message, 'secret: required when peers or listen are set')
-  t.match(thrown(() => parseConfig({ node: 'a', data: 'd', listen: 'h:1' }, '/')).message, 'secret: required')
+  t.match(thrown(() => parseConfig({ node: 'a', data: 'd' }, '/')).message, 'secret: required: the shared replication secret, ≥ 16 bytes (or secretFile)')
   t.match(thrown(() => parseConfig({ node: 'a', data: 'd', secret: SECRET, secretFile: 'f' }, '/')).message, 'secret: give secret or secretFile, not both')
   t.match(thrown(() => parseConfig({ node: 'a', data: 'd', secretFile: 'missing' }, t.testdir({}))).message, /secretFile: cannot read .*missing/)
+  t.match(thrown(() => parseConfig({ node: 'a', data: 'd', secretFile: 'empty' }, t.testdir({ empty: '\n' }))).message, /secretFile: .*empty is empty/)
   t.match(thrown(() => parseConfig({ node: 'a', data: 'd', peers: [{ node: 'a', address: 'h:1' }], secret: SECRET }, '/')).message, `peers[0].node: is this node's own id "a"`)
   t.equal(parseConfig({ node: 'a', data: 'd', listen: '0.0.0.0:0', secret: SECRET }, '/').listen?.port, 0)
 })
 
 t.test('config - addresses must not collide, admin may be disabled', async t => {
   t.match(thrown(() => parseConfig({ node: 'a', data: 'd', secret: SECRET, listen: '127.0.0.1:7800' }, '/')).message, 'admin: same address as listen (127.0.0.1:7800)')
-  t.equal(parseConfig({ node: 'a', data: 'd', admin: null }, '/').admin, null)
-  t.match(thrown(() => parseConfig({ node: 'a', data: 'd', meta: 'd' }, '/')).message, 'meta: data, meta and journal must be three different files')
+  t.equal(parseConfig({ node: 'a', data: 'd', admin: null, secret: SECRET }, '/').admin, null)
+  t.match(thrown(() => parseConfig({ node: 'a', data: 'd', meta: 'd', secret: SECRET }, '/')).message, 'meta: data, meta and journal must be three different files')
 })
 
 t.test('config - unreadable and unparsable files name the file', async t => {

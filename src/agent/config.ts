@@ -65,7 +65,7 @@ export interface AgentConfig {
   journal: string
   /** initial role; the metadata wins once the volume is initialised */
   role: Role
-  /** replication listener, or null to only dial out */
+  /** replication listener; null: no fixed listener (the agent dials its peers) */
   listen: Endpoint | null
   /** admin HTTP API, or null to disable it */
   admin: Endpoint | null
@@ -73,7 +73,7 @@ export interface AgentConfig {
   /** NBD export, or null */
   nbd: Endpoint | null
   /** shared replication secret (utf-8, ≥ 16 bytes) */
-  secret: string | null
+  secret: string
   peers: PeerConfig[]
   log: { level: LogLevel }
   tunables: Tunables
@@ -184,7 +184,7 @@ export function redactConfig(cfg: AgentConfig): Record<string, unknown> {
   return {
     ...cfg,
     adminToken: cfg.adminToken === null ? null : '<redacted>',
-    secret: cfg.secret === null ? null : '<redacted>',
+    secret: '<redacted>',
   }
 }
 
@@ -377,9 +377,8 @@ function parseConfigInternal(obj: unknown, baseDir: string, source: string | nul
       })
     }
   }
-  const peersGiven = Array.isArray(top.peers) && top.peers.length > 0
-  if (secret === null && (peersGiven || listen !== null) && top.secret === undefined && top.secretFile === undefined) {
-    c.add('secret', `required when peers or listen are set (shared replication secret, ≥ ${MIN_SECRET_BYTES} bytes; or secretFile)`)
+  if (secret === null && top.secret == null && top.secretFile == null) {
+    c.add('secret', `required: the shared replication secret, ≥ ${MIN_SECRET_BYTES} bytes (or secretFile)`)
   }
 
   let level: LogLevel = 'info'
@@ -412,7 +411,7 @@ function parseConfigInternal(obj: unknown, baseDir: string, source: string | nul
     admin,
     adminToken,
     nbd,
-    secret,
+    secret: secret as string,
     peers,
     log: { level },
     tunables,
