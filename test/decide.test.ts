@@ -2,33 +2,13 @@ import t from 'tap'
 import type { BitmapFactory, BlockBitmap, EpochEntry } from '../src/storage/types.js'
 import type { WireMeta } from '../src/wire/messages.js'
 import { PROTOCOL_VERSION } from '../src/wire/messages.js'
+import { bitmaps } from '../src/storage/bitmaps.js'
 import { decide, needsDivergenceQuery } from '../src/replication/decide.js'
 import type { Decision, PrimaryFacts, StandbyFacts } from '../src/replication/decide.js'
 
-/** Minimal Set-backed BlockBitmap until src/storage/bitmaps.ts lands. */
-class SetBitmap implements BlockBitmap {
-  private readonly s: Set<number>
-  constructor(blocks: Iterable<number> = []) { this.s = new Set(blocks) }
-  get size(): number { return this.s.size }
-  isEmpty(): boolean { return this.s.size === 0 }
-  has(b: number): boolean { return this.s.has(b) }
-  add(b: number): void { this.s.add(b) }
-  addRange(a: number, b: number): void { for (let i = a; i < b; i++) this.s.add(i) }
-  remove(b: number): void { this.s.delete(b) }
-  removeRange(a: number, b: number): void { for (const x of [...this.s]) if (x >= a && x < b) this.s.delete(x) }
-  clear(): void { this.s.clear() }
-  orInPlace(o: BlockBitmap): void { for (const x of o) this.s.add(x) }
-  clone(): BlockBitmap { return new SetBitmap(this.s) }
-  [Symbol.iterator](): Iterator<number> { return this.toArray()[Symbol.iterator]() }
-  toArray(): number[] { return [...this.s].sort((a, b) => a - b) }
-  serialize(): Buffer { throw new Error('not in tests') }
-  memoryBytes(): number { return this.s.size * 8 }
-}
-const factory: BitmapFactory = {
-  kind: 'native-free',
-  create: blocks => new SetBitmap(blocks),
-  deserialize: () => { throw new Error('not in tests') },
-}
+/** The real factory: CRoaring, or native-free under BLOCKREP_NATIVE_FREE=1 (the suite runs both). */
+const factory: BitmapFactory = bitmaps()
+t.comment(`bitmaps: ${factory.kind}`)
 const bm = (xs: number[]): BlockBitmap => factory.create(xs)
 
 const BS = 4096
