@@ -662,3 +662,45 @@ t.test('nbd server - close(): requests received but not started get ESHUTDOWN, i
   })
   t.notOk(late, 'no longer listening')
 })
+
+t.test('nbd session - pipelined 32 MiB writes with the client not reading: no deadlock, all answered', async t => {
+  const { connect, vol, server } = await serve(t, 64 * MiB)
+  const c = await connect()
+  await c.go()
+  const n = 6
+  const payloads = Array.from({ length: n }, (_, i) => Buffer.alloc(32 * MiB, i + 1))
+  // everything goes out before a single reply is read: the server must pause reading, not buffer 192 MiB
+  for (let i = 0; i < n; i++) await c.request(Cmd.WRITE, BigInt(i), (i % 2) * 32 * MiB, 32 * MiB, { data: payloads[i] as Buffer })
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.ok(c.socket.writableLength > 0, `client still has unsent bytes (${c.socket.writableLength}): the server applied backpressure`)
+  const cookies: bigint[] = []
+  for (let i = 0; i < n; i++) {
+    const r = await c.reply()
+    t.equal(r.error, 0)
+    cookies.push(r.cookie)
+  }
+  t.same(cookies.sort(), [0n, 1n, 2n, 3n, 4n, 5n])
+  const { readFileSync } = await import('node:fs')
+  const data = readFileSync(vol.file)
+  t.equal(data[0], 5, 'overlapping writes kept their order (last to the first half)')
+  t.equal(data[64 * MiB - 1], 6, 'and to the second half')
+  t.equal(server.stats().bytesWritten, n * 32 * MiB)
+})
+
+t.test('nbd server - option count and handshake time are bounded', async t => {
+  const engine = new GatedEngine()
+  const server = new NbdServer({ engine, handshakeTimeoutMs: 200, limits: { maxOptions: 5 } })
+  const { port } = await server.listen(0, '127.0.0.1')
+  t.teardown(() => server.close())
+  const c = await RawClient.connect(port)
+  await c.read(18)
+  c.write(hex('00000003'))
+  for (let i = 0; i < 6; i++) c.write(encodeOption(0x99))
+  for (let i = 0; i < 5; i++) t.equal((await c.optionReply()).type, OptReply.ERR_UNSUP)
+  await c.closed
+  t.pass('sixth option → disconnect')
+  const idle = await RawClient.connect(port)
+  const started = Date.now()
+  await idle.closed
+  t.ok(Date.now() - started < 2000, 'a silent client is dropped after the handshake timeout')
+})
