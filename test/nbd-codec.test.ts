@@ -140,7 +140,7 @@ t.test('nbd handshake - answerOption decides without I/O', async t => {
     noZeroes: true,
     maxPayload: 32 * MiB,
   }
-  const opt = (option: number, data = Buffer.alloc(0)) => ({ type: 'option' as const, option, data })
+  const opt = (option: number, data: Buffer = Buffer.alloc(0)) => ({ type: 'option' as const, option, data })
   t.equal(transmissionFlags(false, true), 0x16d)
   t.equal(transmissionFlags(true, false), 0x6f)
   t.match(answerOption(opt(Option.EXPORT_NAME, Buffer.from('nosuch')), ctx), { next: 'disconnect' })
