@@ -1,0 +1,6 @@
+export { Volume, type VolumeOpenOptions } from './volume.js'
+export { locks } from './lock.js'
+export { Journal, replayJournal, type JournalOpenOptions, type JournalRecovery } from './journal.js'
+export { MetadataStore, emptyPeerMeta, type MetaLoad } from './metadata.js'
+export { bitmaps } from './bitmaps.js'
+export type * from './types.js'
