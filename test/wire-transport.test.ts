@@ -1,4 +1,5 @@
 import t from 'tap'
+import type { Test } from 'tap'
 import net from 'node:net'
 import { once } from 'node:events'
 import { randomBytes } from 'node:crypto'
@@ -14,8 +15,6 @@ import {
   validateFramePayload,
 } from '../src/wire/index.js'
 import type { Frame, Message, TransportOptions } from '../src/wire/index.js'
-
-type Test = typeof t
 
 /** A listening loopback server whose connections are handed out as raw sockets; closed at teardown. */
 async function listen(t: Test): Promise<{ port: number; accepted: () => Promise<net.Socket> }> {
@@ -65,6 +64,14 @@ const write = (seq: number, payload: Buffer): Message => ({
   zero: false,
   crc: crc32c(payload),
 })
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time')
+    await new Promise(r => setTimeout(r, 5))
+  }
+}
 
 const codeOf = async (p: Promise<unknown>): Promise<string | undefined> => {
   try {
@@ -146,7 +153,8 @@ t.test('wire - close with a BlockrepError sends an ERROR frame the other side re
   t.equal(e.code, 'ERR_AUTH_FAILED')
   t.equal(await codeOf(client.next(1000)), 'ERR_PEER_GONE', 'then the peer is gone')
   t.equal(client.closed, true)
-  t.throws(() => client.send({ type: 'PING', t: 2 }), { code: 'ERR_PEER_GONE' }, 'send after close throws')
+  t.equal(client.send({ type: 'PING', t: 2 }), false, 'send after close writes nothing and returns false')
+  t.throws(() => client.send({ type: 'PING', t: -2 }), { code: 'ERR_FRAME_INVALID' }, 'a malformed message still throws')
   t.equal(await codeOf(client.drained()), 'ERR_PEER_GONE')
   t.equal(await client.whenClosed().then(e => (e as BlockrepError).code), 'ERR_PEER_GONE')
   t.equal(await server.whenClosed().then(e => (e as BlockrepError).code), 'ERR_AUTH_FAILED')
@@ -197,10 +205,11 @@ t.test('wire - push mode pause() holds frames until resume()', async t => {
     if (got.length === 3) server.pause()
   })
   for (let i = 1; i <= 10; i++) client.send({ type: 'ACK', seq: i })
+  await until(() => got.length >= 3)
   await new Promise(r => setTimeout(r, 80))
   t.same(got, [1, 2, 3], 'paused after the third')
   server.resume()
-  await new Promise(r => setTimeout(r, 80))
+  await until(() => got.length >= 10)
   t.same(got, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
 })
 

@@ -44,12 +44,12 @@ function toBuffer(b: Uint8Array): Buffer {
 }
 
 /**
- * Encode a frame as `[prefix+header, payload]` (the payload is referenced, not
- * copied; the array has one element when there is no payload). The message is
+ * Encode a frame as `[prefix+header, payload]`: the payload is referenced, not
+ * copied (an empty Buffer when there is none; writing it is harmless). The message is
  * validated first, so a malformed outgoing message fails here, at the sender.
  * @throws BlockrepError ERR_FRAME_INVALID, ERR_FRAME_TOO_LARGE
  */
-export function encodeFrame(msg: Message, payload?: Uint8Array): Buffer[] {
+export function encodeFrame(msg: Message, payload?: Uint8Array): [Buffer, Buffer] {
   const body = payload === undefined ? EMPTY : toBuffer(payload)
   const clean = validateMessage(msg)
   validatePayloadLength(clean, body.length)
@@ -63,13 +63,13 @@ export function encodeFrame(msg: Message, payload?: Uint8Array): Buffer[] {
   head.writeUInt32BE(header.length, 0)
   head.writeUInt32BE(body.length, 4)
   header.copy(head, PREFIX_BYTES)
-  return body.length === 0 ? [head] : [head, body]
+  return [head, body]
 }
 
 /** Encode a frame into one contiguous Buffer (copies the payload; for tests and small frames). */
 export function encodeFrameBuffer(msg: Message, payload?: Uint8Array): Buffer {
-  const parts = encodeFrame(msg, payload)
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
+  const [head, body] = encodeFrame(msg, payload)
+  return body.length === 0 ? head : Buffer.concat([head, body])
 }
 
 /** Decode one header (msgpack) and validate it. @throws ERR_FRAME_INVALID */

@@ -136,17 +136,21 @@ export class FrameTransport implements AsyncIterable<Frame> {
    * until it has been written (await `drained()`, or hand over a fresh buffer).
    * Returns false once the socket buffer is past the high-water mark; then
    * await `drained()` before sending more.
-   * @throws ERR_PEER_GONE (or the close reason) after the transport closed; ERR_FRAME_* for a malformed message
+   *
+   * After the connection has ended, `send` writes nothing and returns false (so
+   * a late heartbeat or ack from a timer cannot crash the process); the
+   * following `drained()` rejects with the close reason, and the end itself is
+   * reported through `next()` / `onClose`.
+   * @throws ERR_FRAME_INVALID / ERR_FRAME_TOO_LARGE for a malformed message (a bug at the sender)
    */
   send(msg: Message, payload?: Uint8Array): boolean {
-    if (this.ended) throw this.gone('send')
-    const parts = encodeFrame(msg, payload)
+    const [head, body] = encodeFrame(msg, payload)
+    if (this.ended) return false
     this.socket.cork()
-    for (const p of parts) {
-      this.socket.write(p)
-      this.sent += p.length
-    }
+    this.socket.write(head)
+    if (body.length > 0) this.socket.write(body)
     this.socket.uncork()
+    this.sent += head.length + body.length
     this.framesOut++
     return this.socket.writableLength < this.highWaterMark
   }
@@ -372,10 +376,9 @@ export class FrameTransport implements AsyncIterable<Frame> {
     if (reported instanceof BlockrepError && this.socket.writable) {
       try {
         const msg: ErrorMsg = { type: 'ERROR', code: reported.code, message: reported.message.slice(0, MAX_TEXT_LENGTH) }
-        for (const p of encodeFrame(msg)) {
-          this.socket.write(p)
-          this.sent += p.length
-        }
+        const [head] = encodeFrame(msg)
+        this.socket.write(head)
+        this.sent += head.length
         this.framesOut++
       } catch {
         // the ERROR frame is a courtesy; the socket still ends

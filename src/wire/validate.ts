@@ -1,7 +1,7 @@
 import { crc32c } from '../util/crc32c.js'
 import { BlockrepError, ErrorCode } from '../util/errors.js'
 import { MessageType } from './messages.js'
-import type { Frame, Message } from './messages.js'
+import type { Frame, Message, WireMeta } from './messages.js'
 
 /** Longest id (volumeId, nodeId) and code string accepted on the wire, in UTF-16 units. */
 export const MAX_ID_LENGTH = 128
@@ -79,6 +79,9 @@ const orNull =
     v === null ? null : inner(v, type, field)
 
 type Schema = Record<string, Check>
+/** One check per field of `M` (but `type`): the compiler flags a schema that drifts from messages.ts. */
+type SchemaOf<M> = { [K in Exclude<keyof M, 'type'>]-?: Check }
+type MessageOf<T extends MessageType> = Extract<Message, { type: T }>
 
 function object(schema: Schema, v: unknown, type: string, prefix: string): Obj {
   if (!isPlainObject(v)) throw invalid(type, prefix || 'header', 'must be a map', { value: describe(v) })
@@ -91,14 +94,14 @@ function object(schema: Schema, v: unknown, type: string, prefix: string): Obj {
   return out
 }
 
-const epochSchema: Schema = { epoch: uint, nodeId: id, startSeq: uint }
+const epochSchema: SchemaOf<WireMeta['epochs'][number]> = { epoch: uint, nodeId: id, startSeq: uint }
 const epochs: Check = (v, type, field) => {
   if (!Array.isArray(v)) throw invalid(type, field, 'must be an array', { value: describe(v) })
   if (v.length > MAX_EPOCHS) throw invalid(type, field, `must have at most ${MAX_EPOCHS} entries`, { length: v.length })
   return v.map((e, i) => object(epochSchema, e, type, `${field}[${i}]`))
 }
 const role = oneOf('primary', 'standby')
-const metaSchema: Schema = {
+const metaSchema: SchemaOf<WireMeta> = {
   volumeId: id,
   nodeId: id,
   blockSize: positive,
@@ -120,7 +123,7 @@ const meta: Check = (v, type, field) => object(metaSchema, v, type, field)
  * fields in this order, so golden vectors do not depend on how a caller built
  * its object). `type` is implicit and always first.
  */
-const schemas: Record<MessageType, Schema> = {
+const schemas: { [T in MessageType]: SchemaOf<MessageOf<T>> } = {
   HELLO: { version: uint, volumeId: id, nodeId: id, role, blockSize: positive, size: uint, nonce: bin(NONCE_BYTES) },
   AUTH: { proof: bin(NONCE_BYTES) },
   AUTH_OK: {},
@@ -141,7 +144,7 @@ const schemas: Record<MessageType, Schema> = {
   MODE_REFUSE: { reason: str(MAX_TEXT_LENGTH) },
   WRITE: { seq: uint, epoch: uint, offset: uint, length: uint, zero: bool, crc: u32 },
   ACK: { seq: uint },
-  ROUND_BEGIN: { round: uint, mode: oneOf('BITMAP', 'FULL'), blocks: uint, frozenSeq: uint },
+  ROUND_BEGIN: { round: uint, mode: oneOf('BITMAP', 'FULL'), blocks: uint, frozenSeq: uint, bitmap: orNull(bin()) },
   BLOCKS: { round: uint, block: uint, count: positive, crc: u32 },
   BLOCKS_ACK: { round: uint, applied: uint },
   ROUND_END: { round: uint },
@@ -171,7 +174,7 @@ export function validateMessage(obj: unknown): Message {
       value: describe(type),
     })
   }
-  const out = object(schemas[type as MessageType], obj, type, '')
+  const out = object(schemas[type as MessageType] as Schema, obj, type, '')
   return { type, ...out } as unknown as Message
 }
 
