@@ -234,10 +234,10 @@ class BarDisplay implements ProgressDisplay {
     this.multi = new cliProgress.MultiBar(
       {
         stream: out as NodeJS.WritableStream,
-        format: '{label} [{bar}] {percentage}% {value}/{total} blocks | {bytes} | {rate} | ETA {etaText}',
+        format: '{label} [{bar}] {percentage}% {value}/{total} | {rate} | ETA {etaText}',
         barCompleteChar: '#',
         barIncompleteChar: '.',
-        barsize: 30,
+        barsize: 20,
         hideCursor: true,
         clearOnComplete: false,
         stopOnComplete: false,
@@ -252,7 +252,7 @@ class BarDisplay implements ProgressDisplay {
     const { rateBytesPerSec, etaSeconds } = effectiveEta(p, now)
     const total = Math.max(1, p.blocksTotal)
     const value = p.blocksTotal === 0 ? 1 : Math.min(p.blocksDone, total)
-    const payload = { label, bytes: formatBytes(p.bytesDone), rate: formatRate(rateBytesPerSec), etaText: formatDuration(etaSeconds) }
+    const payload = { label, rate: formatRate(rateBytesPerSec), etaText: formatDuration(etaSeconds) }
     const bar = this.bars.get(key)
     if (bar === undefined) {
       this.bars.set(key, this.multi.create(total, value, payload))
