@@ -58,7 +58,7 @@ export function createLogger(opts: CreateLoggerOptions = {}): Logger {
   return pino({ level, base, timestamp: pino.stdTimeFunctions.isoTime }, dest)
 }
 
-/** A child logger for one component, e.g. `componentLogger(log, 'replication', 'node-a')`. */
+/** A child logger for one component, e.g. `componentLogger(log, 'replication', 'node-a')`; give `node` only when the parent has none (pino would repeat the key). */
 export function componentLogger(parent: Logger, component: string, node?: string): Logger {
   return parent.child(node === undefined ? { component } : { component, node })
 }
