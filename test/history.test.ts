@@ -1,6 +1,6 @@
 import t from 'tap'
 import type { EpochEntry } from '../src/storage/types.js'
-import { branchPoint, divergenceBranch, epochOfSeq, isOnHistory, sameEpoch } from '../src/replication/history.js'
+import { branchPoint, divergenceBranch, effectiveHistory, epochOfSeq, isOnHistory, newestEpoch, sameEpoch } from '../src/replication/history.js'
 
 const ep = (epoch: number, nodeId: string, startSeq: number): EpochEntry => ({ epoch, nodeId, startSeq })
 
@@ -15,6 +15,17 @@ t.test('history - epochOfSeq picks the last epoch starting at or before the seq'
   t.same(epochOfSeq(h, 151), h[3], 'an epoch that wrote nothing owns no seq')
   t.same(epochOfSeq(h, 10_000), h[3])
   t.equal(epochOfSeq([], 5), undefined)
+})
+
+t.test('history - effectiveHistory drops epochs a promoted node never reached; newestEpoch', async t => {
+  // c adopted a's epoch 5 (from seq 11) in MODE but had only reached seq 3 when it was promoted
+  const h = [ep(1, 'a', 1), ep(2, 'b', 1), ep(5, 'a', 11), ep(6, 'c', 4)]
+  t.same(effectiveHistory(h), [ep(1, 'a', 1), ep(2, 'b', 1), ep(6, 'c', 4)])
+  t.same(epochOfSeq(h, 12), ep(6, 'c', 4), 'seq 12 on c was written by c, not a')
+  const mono = [ep(1, 'a', 1), ep(2, 'b', 101)]
+  t.equal(effectiveHistory(mono), mono, 'unchanged histories are returned as is')
+  t.equal(newestEpoch(h), 6)
+  t.equal(newestEpoch([]), 0)
 })
 
 t.test('history - isOnHistory checks the seq range, and identity when given an entry', async t => {

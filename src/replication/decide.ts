@@ -24,7 +24,7 @@
  */
 import type { BitmapFactory, BlockBitmap, EpochEntry } from '../storage/types.js'
 import type { WireMeta } from '../wire/messages.js'
-import { branchPoint } from './history.js'
+import { branchPoint, newestEpoch } from './history.js'
 
 export type DecisionMode = 'REFUSE' | 'NONE' | 'HEAD_DELTA' | 'BITMAP' | 'FULL'
 export type DecisionRule = 0 | 1 | 2 | 3 | 4 | 5 | 6
@@ -318,12 +318,6 @@ function bytesOf(set: BlockBitmap, size: number, blockSize: number, totalBlocks:
 
 function fmt(v: string | number): string {
   return typeof v === 'string' ? JSON.stringify(v) : String(v)
-}
-
-function newestEpoch(epochs: readonly EpochEntry[]): number {
-  let n = 0
-  for (const e of epochs) n = Math.max(n, e.epoch)
-  return n
 }
 
 function fmtEpoch(epochs: readonly EpochEntry[]): string {

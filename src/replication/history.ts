@@ -42,6 +42,13 @@ export function effectiveHistory(history: readonly EpochEntry[]): readonly Epoch
   return drop ? history.filter((_, i) => keep[i]) : history
 }
 
+/** The highest epoch number in a history (0 when empty). */
+export function newestEpoch(history: readonly EpochEntry[]): number {
+  let n = 0
+  for (const e of history) n = Math.max(n, e.epoch)
+  return n
+}
+
 function indexOfEpoch(history: readonly EpochEntry[], epoch: number): number {
   for (let i = 0; i < history.length; i++) if (history[i]!.epoch === epoch) return i
   return -1
