@@ -84,10 +84,6 @@ class HttpError extends Error {
   }
 }
 
-interface RunningVerify {
-  job: VerifyJob
-}
-
 export class AdminServer {
   private readonly target: AdminTarget
   private readonly tokenHash: Buffer | null
@@ -96,7 +92,7 @@ export class AdminServer {
   private readonly log: Logger
   private readonly now: () => number
   private metrics: AgentMetrics | null
-  private readonly verifies = new Map<string, RunningVerify>()
+  private readonly verifies = new Map<string, VerifyJob>()
   private server: Server | null = null
   private bound: Endpoint | null = null
 
@@ -223,7 +219,7 @@ export class AdminServer {
 
   private async startVerify(peer: string): Promise<VerifyJob> {
     const existing = this.verifies.get(peer)
-    if (existing?.job.state === 'running') return this.verifyJob(peer)
+    if (existing?.state === 'running') return this.verifyJob(peer)
     const job: VerifyJob = {
       peer,
       state: 'running',
@@ -233,8 +229,7 @@ export class AdminServer {
       result: null,
       error: null,
     }
-    const entry: RunningVerify = { job }
-    this.verifies.set(peer, entry)
+    this.verifies.set(peer, job)
     const run = this.target.verify(peer).then(
       result => {
         job.state = 'done'
@@ -261,10 +256,10 @@ export class AdminServer {
   }
 
   private verifyJob(peer: string): VerifyJob {
-    const entry = this.verifies.get(peer)
-    if (entry === undefined) throw new HttpError(404, 'ERR_USAGE', `no verify was started for peer "${peer}"`)
-    if (entry.job.state === 'running') entry.job.progress = this.target.verifyProgress?.(peer) ?? null
-    return entry.job
+    const job = this.verifies.get(peer)
+    if (job === undefined) throw new HttpError(404, 'ERR_USAGE', `no verify was started for peer "${peer}"`)
+    if (job.state === 'running') job.progress = this.target.verifyProgress?.(peer) ?? null
+    return job
   }
 
   private sendError(res: ServerResponse, route: string, err: unknown): void {
