@@ -229,6 +229,7 @@ export class PeerLink implements WriteListener {
         return this.onAck(m.seq)
       case 'PONG':
       case 'PING':
+      case 'BLOCKS_ACK': // the standby's answer to the last ROUND_END may arrive after the resync ended
         return
       case 'ERROR':
         throw new BlockrepError('ERR_PEER_GONE', `${this.peer.node} ended the session: ${m.code}: ${m.message}`, { context: { peer: this.peer.node } })

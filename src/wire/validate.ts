@@ -58,6 +58,8 @@ const id: Check = (v, type, field) => {
   if (s.includes('\0')) throw invalid(type, field, 'must not contain NUL')
   return s
 }
+/** a standby initialised without a volume id sends "" until it adopts the primary's */
+const volumeIdField: Check = (v, type, field) => (v === '' ? v : id(v, type, field))
 const oneOf =
   <T extends string>(...values: T[]): Check =>
   (v, type, field) => {
@@ -102,7 +104,7 @@ const epochs: Check = (v, type, field) => {
 }
 const role = oneOf('primary', 'standby')
 const metaSchema: SchemaOf<WireMeta> = {
-  volumeId: id,
+  volumeId: volumeIdField,
   nodeId: id,
   blockSize: positive,
   size: uint,
@@ -124,7 +126,7 @@ const meta: Check = (v, type, field) => object(metaSchema, v, type, field)
  * its object). `type` is implicit and always first.
  */
 const schemas: { [T in MessageType]: SchemaOf<MessageOf<T>> } = {
-  HELLO: { version: uint, volumeId: id, nodeId: id, role, blockSize: positive, size: uint, nonce: bin(NONCE_BYTES) },
+  HELLO: { version: uint, volumeId: volumeIdField, nodeId: id, role, blockSize: positive, size: uint, nonce: bin(NONCE_BYTES) },
   AUTH: { proof: bin(NONCE_BYTES) },
   AUTH_OK: {},
   ERROR: { code: str(MAX_ID_LENGTH, 1), message: str(MAX_TEXT_LENGTH) },
