@@ -267,7 +267,7 @@ export class NativeFreeBitmap implements BlockBitmap {
     return serializePortable(this.keys, this.conts)
   }
 
-  /** Container payloads (at capacity) plus V8 object overhead per container and for the key list. */
+  /** Container payloads at capacity, plus measured V8 overhead per container (key list included). */
   memoryBytes(): number {
     let bytes = 64 + 16 * this.keys.length
     for (const c of this.conts) bytes += cMemoryBytes(c)

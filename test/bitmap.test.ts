@@ -376,6 +376,47 @@ t.test('bitmap - orInPlace across kinds', async t => {
   }
 })
 
+t.test('bitmap - orInPlace over every pair of container kinds', async t => {
+  const K = 65536
+  const r = rng(77)
+  const randomIn = (n: number) => Array.from({ length: n }, () => K + Math.floor(r() * K))
+  const arrayVals = randomIn(100)
+  const bitsetVals = randomIn(6000)
+  const shapes: Record<string, (b: BlockBitmap) => void> = {
+    empty: () => {},
+    array: b => arrayVals.forEach(v => b.add(v)),
+    bitset: b => bitsetVals.forEach(v => b.add(v)),
+    run: b => { b.addRange(K + 1000, K + 40000); b.addRange(K + 50000, K + 50100) },
+    manyRuns: b => { for (let k = 0; k < 3000; k++) b.addRange(K + k * 20, K + k * 20 + 3) },
+    full: b => b.addRange(K, 2 * K),
+  }
+  const model = (shape: (b: BlockBitmap) => void): Set<number> => {
+    const b = nativeFreeBitmaps.create()
+    shape(b)
+    return new Set(b)
+  }
+  for (const [an, as] of Object.entries(shapes)) {
+    for (const [bn, bs] of Object.entries(shapes)) {
+      const want = sorted(new Set([...model(as), ...model(bs)]))
+      for (const into of factories) {
+        for (const from of factories) {
+          const a = into.create()
+          as(a)
+          const b = from.create()
+          bs(b)
+          const before = b.toArray()
+          a.orInPlace(b)
+          if (!same(a.toArray(), want)) t.fail(`${into.kind} ${an} |= ${from.kind} ${bn}`)
+          if (a.size !== want.length) t.fail(`${into.kind} ${an} |= ${from.kind} ${bn}: size`)
+          if (!same(b.toArray(), before)) t.fail(`${from.kind} ${bn} changed`)
+          if (!same(nativeBitmaps.deserialize(a.serialize()).toArray(), want)) t.fail(`${an} | ${bn} read back`)
+        }
+      }
+    }
+  }
+  t.pass('all pairs')
+})
+
 t.test('bitmap - bitmaps() follows BLOCKREP_NATIVE_FREE', async t => {
   const saved = process.env.BLOCKREP_NATIVE_FREE
   t.teardown(() => {
