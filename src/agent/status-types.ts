@@ -61,6 +61,8 @@ export interface PeerStatus {
   bitmapBlocks: number
   resync: ResyncProgress | null
   lastError: string | null
+  /** bytes this node sent to the peer on the wire (frames with headers), since the agent started */
+  bytesSent: number
 }
 
 export interface JournalStatus {

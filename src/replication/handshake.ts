@@ -1,6 +1,7 @@
 import type { FrameTransport } from '../wire/transport.js'
 import type { Frame, HelloMsg, Message, MessageType } from '../wire/messages.js'
 import { PROTOCOL_VERSION } from '../wire/messages.js'
+import { DEFAULT_LIMITS } from '../wire/frame-codec.js'
 import { authProof, newNonce, verifyProof } from './auth.js'
 import { BlockrepError } from '../util/errors.js'
 import type { NodeStore } from './node-store.js'
@@ -73,5 +74,7 @@ export async function helloAndAuth(
   }
   t.send({ type: 'AUTH_OK' })
   await expectFrame(t, 'AUTH_OK')
+  // only an authenticated peer may send frames as large as a META with bitmaps
+  t.setLimits(DEFAULT_LIMITS)
   return peer
 }

@@ -1,4 +1,5 @@
 import { connectTransport } from '../wire/transport.js'
+import { HANDSHAKE_LIMITS } from '../wire/frame-codec.js'
 import type { FrameTransport } from '../wire/transport.js'
 import type { Frame, WireMeta } from '../wire/messages.js'
 import type { JournalRecord } from '../storage/types.js'
@@ -70,6 +71,7 @@ export class PeerLink implements WriteListener {
   private wakeLoop: (() => void) | null = null
   private loopDone: Promise<void> = Promise.resolve()
   private heartbeat: NodeJS.Timeout | null = null
+  private sentBefore = 0
 
   constructor(
     readonly peer: PeerConfig,
@@ -105,6 +107,11 @@ export class PeerLink implements WriteListener {
 
   get lagSeq(): number {
     return Math.max(0, this.store.journal.headSeq - this.acked)
+  }
+
+  /** Wire bytes sent to this peer since the link was created. */
+  get bytesSent(): number {
+    return this.sentBefore + (this.t ? this.t.bytesSent : 0)
   }
 
   get connected(): boolean {
@@ -153,7 +160,7 @@ export class PeerLink implements WriteListener {
       try {
         this.state = 'connecting'
         const [host, port] = splitAddress(this.peer.address)
-        const t = await connectTransport(host, port, { timeoutMs: this.tun.peerTimeoutMs })
+        const t = await connectTransport(host, port, { timeoutMs: this.tun.peerTimeoutMs, limits: HANDSHAKE_LIMITS })
         this.t = t
         if (!this.enabled) break
         this.state = 'handshake'
@@ -321,6 +328,7 @@ export class PeerLink implements WriteListener {
     this.ackWaiters = []
     const t = this.t
     this.t = null
+    if (t) this.sentBefore += t.bytesSent
     if (t && !t.closed) await t.close().catch(() => {})
     if (wasUp) {
       this.store.peer(this.peer.node).ackedSeq = this.acked

@@ -1,5 +1,6 @@
 import net from 'node:net'
 import { FrameTransport } from '../wire/transport.js'
+import { HANDSHAKE_LIMITS } from '../wire/frame-codec.js'
 import type { WireMeta } from '../wire/messages.js'
 import type { NodeStore } from './node-store.js'
 import { WritePath } from './write-path.js'
@@ -74,7 +75,7 @@ export class ReplicationNode {
   }
 
   private accept(socket: net.Socket): void {
-    const t = new FrameTransport(socket, { limits: { maxHeader: 64 * 1024 * 1024, maxPayload: 64 * 1024 * 1024 } })
+    const t = new FrameTransport(socket, { limits: HANDSHAKE_LIMITS })
     const remote = t.remote
     const session = new StandbySession(
       t,
@@ -232,6 +233,7 @@ export class ReplicationNode {
         bitmapBlocks: pm ? pm.dirty.size : 0,
         resync: link.meter.view(),
         lastError: link.lastError,
+        bytesSent: link.bytesSent,
       })
     }
     for (const sess of this.sessions) {
@@ -248,6 +250,7 @@ export class ReplicationNode {
         bitmapBlocks: s.meta.resyncRemaining ? s.meta.resyncRemaining.size : 0,
         resync: null,
         lastError: null,
+        bytesSent: 0,
       })
     }
     return {
