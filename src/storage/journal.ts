@@ -118,7 +118,9 @@ export class Journal {
 
   /**
    * Appends records in order with as few writes as possible: one pwritev per
-   * run of records that lie contiguously in the ring.
+   * run of records that lie contiguously in the ring. The batch is validated
+   * before anything is written; if onReclaim or a write fails midway, the
+   * records before that point stay appended.
    */
   appendMany(recs: JournalRecord[]): void {
     this.checkOpen()

@@ -145,9 +145,10 @@ export class MetadataStore {
       this.fd = fd
       this.slotSize = slotSize
     } else {
-      const header = encodeSlotHeader(generation, this.slotSize, body)
+      const slot = Buffer.concat([encodeSlotHeader(generation, this.slotSize, body), body])
+      const at = (generation % 2) * this.slotSize
       try {
-        fs.writevSync(this.fd, [header, body], (generation % 2) * this.slotSize)
+        for (let done = 0; done < slot.length; ) done += fs.writeSync(this.fd, slot, done, slot.length - done, at + done)
         fs.fdatasyncSync(this.fd)
       } catch (cause) {
         throw ioError('write', this.path, cause)
