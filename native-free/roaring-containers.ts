@@ -1,115 +1,21 @@
 /**
- * The three Roaring container kinds over the low 16 bits of a value, in plain
- * TypeScript. Every operation returns the container that now holds the set
- * (the same object, or a converted one), or null once it is empty, so the
- * caller can swap it in its container list.
- *
- * Kinds follow CRoaring: an array holds at most 4096 sorted values; above
- * that a bitset of 65536 bits; a run container holds (start, length - 1)
- * pairs, made by addRange and by reading run containers from the portable
- * format. A run container turns into an array or bitset as soon as that
- * would serialize smaller, so single adds never blow one up.
+ * Operations on one Roaring container (kinds in roaring-kinds.ts, run
+ * containers in roaring-runs.ts). Every operation returns the container
+ * that now holds the set (the same object, or a converted one), or null once
+ * it is empty, so the caller can swap it in its container list. Conversions
+ * follow CRoaring: an array past 4096 values becomes a bitset, a bitset at
+ * 4096 or fewer becomes an array, a full container becomes one run.
  */
-export const ARRAY_MAX = 4096
-const BITSET_WORDS = 2048
-const BITSET_BYTES = 8192
+import {
+  ARRAY_MAX, ArrayContainer, BITSET_BYTES, BITSET_WORDS, BitsetContainer, Kind, RunContainer,
+  clearRange, countWords, fromWords, fullRun, grown, search, setRange, toWords, wordsToArray,
+} from './roaring-kinds.js'
+import type { Container } from './roaring-kinds.js'
+import { runAddRange, runAtOrAfter, runRemoveRange } from './roaring-runs.js'
 
-export const Kind = { ARRAY: 0, BITSET: 1, RUN: 2 } as const
-
-export class ArrayContainer {
-  readonly kind = Kind.ARRAY
-  constructor(public card: number, public vals: Uint16Array) {}
-}
-
-export class BitsetContainer {
-  readonly kind = Kind.BITSET
-  constructor(public card: number, public words: Uint32Array) {}
-}
-
-/** `runs` interleaves start and length - 1, as the portable format does; `n` runs are in use. */
-export class RunContainer {
-  readonly kind = Kind.RUN
-  constructor(public card: number, public n: number, public runs: Uint16Array) {}
-}
-
-export type Container = ArrayContainer | BitsetContainer | RunContainer
-
-export function popcount32(x: number): number {
-  x -= (x >>> 1) & 0x55555555
-  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333)
-  return (Math.imul((x + (x >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24)
-}
-
-/** Grow gently (x1.25 past 64) so array capacity stays close to cardinality: memory is the budget here. */
-function grown(cap: number, need: number, max: number): number {
-  const next = cap < 64 ? cap * 2 : cap + (cap >>> 2)
-  return Math.min(max, Math.max(need, next, 4))
-}
-
-/** Index of x in vals[0, n), or -(insertion point) - 1. */
-function search(vals: Uint16Array, n: number, x: number): number {
-  let lo = 0
-  let hi = n - 1
-  while (lo <= hi) {
-    const mid = (lo + hi) >>> 1
-    const v = vals[mid]
-    if (v < x) lo = mid + 1
-    else if (v > x) hi = mid - 1
-    else return mid
-  }
-  return -lo - 1
-}
-
-/** Index of the first run whose end is >= x (n when none). */
-function runAtOrAfter(rc: RunContainer, x: number): number {
-  const r = rc.runs
-  let lo = 0
-  let hi = rc.n
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    if (r[2 * mid] + r[2 * mid + 1] < x) lo = mid + 1
-    else hi = mid
-  }
-  return lo
-}
-
-function setRange(w: Uint32Array, lo: number, hi: number): void {
-  const a = lo >>> 5
-  const b = hi >>> 5
-  const ma = (0xffffffff << (lo & 31)) >>> 0
-  const mb = 0xffffffff >>> (31 - (hi & 31))
-  if (a === b) {
-    w[a] |= ma & mb
-    return
-  }
-  w[a] |= ma
-  w.fill(0xffffffff, a + 1, b)
-  w[b] |= mb
-}
-
-function clearRange(w: Uint32Array, lo: number, hi: number): void {
-  const a = lo >>> 5
-  const b = hi >>> 5
-  const ma = (0xffffffff << (lo & 31)) >>> 0
-  const mb = 0xffffffff >>> (31 - (hi & 31))
-  if (a === b) {
-    w[a] &= ~(ma & mb)
-    return
-  }
-  w[a] &= ~ma
-  w.fill(0, a + 1, b)
-  w[b] &= ~mb
-}
-
-function countWords(w: Uint32Array): number {
-  let c = 0
-  for (let i = 0; i < BITSET_WORDS; i++) if (w[i] !== 0) c += popcount32(w[i])
-  return c
-}
-
-export function fullRun(): RunContainer {
-  return new RunContainer(65536, 1, Uint16Array.of(0, 65535))
-}
+export { ARRAY_MAX, ArrayContainer, BitsetContainer, Kind, RunContainer, fullRun }
+export { popcount32 } from './roaring-kinds.js'
+export type { Container } from './roaring-kinds.js'
 
 export function rangeContainer(lo: number, hi: number): Container {
   if (hi - lo < 2) {
@@ -118,115 +24,6 @@ export function rangeContainer(lo: number, hi: number): Container {
     return new ArrayContainer(vals.length, vals)
   }
   return new RunContainer(hi - lo + 1, 1, Uint16Array.of(lo, hi - lo))
-}
-
-function toWords(c: Container): Uint32Array {
-  if (c.kind === Kind.BITSET) return c.words.slice()
-  const w = new Uint32Array(BITSET_WORDS)
-  if (c.kind === Kind.ARRAY) {
-    const v = c.vals
-    for (let i = 0; i < c.card; i++) w[v[i] >>> 5] |= 1 << (v[i] & 31)
-  } else {
-    const r = c.runs
-    for (let i = 0; i < c.n; i++) setRange(w, r[2 * i], r[2 * i] + r[2 * i + 1])
-  }
-  return w
-}
-
-function wordsToArray(w: Uint32Array, card: number): ArrayContainer {
-  const vals = new Uint16Array(card)
-  let k = 0
-  for (let i = 0; i < BITSET_WORDS; i++) {
-    let x = w[i]
-    while (x !== 0) {
-      const t = x & -x
-      vals[k++] = (i << 5) | (31 - Math.clz32(t))
-      x ^= t
-    }
-  }
-  return new ArrayContainer(card, vals)
-}
-
-/** A bitset's best form when it may have dropped to array size. */
-function fromWords(w: Uint32Array, card: number): Container | null {
-  if (card === 0) return null
-  if (card === 65536) return fullRun()
-  return card <= ARRAY_MAX ? wordsToArray(w, card) : new BitsetContainer(card, w)
-}
-
-/** Keeps a run container only while it serializes no larger than the alternative. */
-function settleRun(rc: RunContainer): Container | null {
-  if (rc.card === 0) return null
-  const runBytes = 2 + 4 * rc.n
-  if (rc.card <= ARRAY_MAX) {
-    if (runBytes <= 2 * rc.card) return rc
-    const vals = new Uint16Array(rc.card)
-    let k = 0
-    for (let i = 0; i < rc.n; i++) {
-      const s = rc.runs[2 * i]
-      const e = s + rc.runs[2 * i + 1]
-      for (let v = s; v <= e; v++) vals[k++] = v
-    }
-    return new ArrayContainer(rc.card, vals)
-  }
-  if (runBytes <= BITSET_BYTES) return rc
-  return new BitsetContainer(rc.card, toWords(rc))
-}
-
-/** Replaces runs [i, j) with the `count` runs given as (start, end) pairs. */
-function spliceRuns(rc: RunContainer, i: number, j: number, pieces: number[]): void {
-  const count = pieces.length >>> 1
-  const n = rc.n - (j - i) + count
-  if (2 * n > rc.runs.length) {
-    const bigger = new Uint16Array(2 * grown(rc.runs.length >>> 1, n, 32768))
-    bigger.set(rc.runs.subarray(0, 2 * rc.n))
-    rc.runs = bigger
-  }
-  rc.runs.copyWithin(2 * (i + count), 2 * j, 2 * rc.n)
-  for (let k = 0; k < count; k++) {
-    rc.runs[2 * (i + k)] = pieces[2 * k]
-    rc.runs[2 * (i + k) + 1] = pieces[2 * k + 1] - pieces[2 * k]
-  }
-  rc.n = n
-}
-
-function runAddRange(rc: RunContainer, lo: number, hi: number): Container | null {
-  const r = rc.runs
-  // runs that overlap or touch [lo, hi] merge into one
-  const i = runAtOrAfter(rc, lo - 1)
-  let j = i
-  let s = lo
-  let e = hi
-  let removed = 0
-  while (j < rc.n && r[2 * j] <= hi + 1) {
-    s = Math.min(s, r[2 * j])
-    e = Math.max(e, r[2 * j] + r[2 * j + 1])
-    removed += r[2 * j + 1] + 1
-    j++
-  }
-  rc.card += e - s + 1 - removed
-  spliceRuns(rc, i, j, [s, e])
-  return settleRun(rc)
-}
-
-function runRemoveRange(rc: RunContainer, lo: number, hi: number): Container | null {
-  const r = rc.runs
-  const i = runAtOrAfter(rc, lo)
-  let j = i
-  const pieces: number[] = []
-  let removed = 0
-  while (j < rc.n && r[2 * j] <= hi) {
-    const s = r[2 * j]
-    const e = s + r[2 * j + 1]
-    if (s < lo) pieces.push(s, lo - 1)
-    if (e > hi) pieces.push(hi + 1, e)
-    removed += Math.min(e, hi) - Math.max(s, lo) + 1
-    j++
-  }
-  if (j === i) return rc
-  rc.card -= removed
-  spliceRuns(rc, i, j, pieces)
-  return settleRun(rc)
 }
 
 export function cHas(c: Container, x: number): boolean {

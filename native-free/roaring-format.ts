@@ -19,8 +19,9 @@
  * silently different set.
  */
 import { BlockrepError } from '../src/util/errors.js'
-import { ARRAY_MAX, ArrayContainer, BitsetContainer, Kind, RunContainer, cSerializedBytes, popcount32 } from './roaring-containers.js'
-import type { Container } from './roaring-containers.js'
+import { cSerializedBytes } from './roaring-containers.js'
+import { ARRAY_MAX, ArrayContainer, BitsetContainer, Kind, RunContainer, popcount32 } from './roaring-kinds.js'
+import type { Container } from './roaring-kinds.js'
 
 export const SERIAL_COOKIE_NO_RUNCONTAINER = 12346
 export const SERIAL_COOKIE = 12347
