@@ -21,40 +21,28 @@ function cliPath(): string {
 export const SECRET = randomBytes(24).toString('hex')
 export const TOKEN = randomBytes(16).toString('hex')
 
-/** Free loopback TCP ports (bound and released). */
+/**
+ * Free loopback TCP ports, chosen at random below Linux's ephemeral range
+ * (32768+) so they cannot collide with the source ports of outgoing
+ * connections, and checked by binding them.
+ */
 export async function freePorts(n: number): Promise<number[]> {
   const servers: net.Server[] = []
   const ports: number[] = []
-  for (let i = 0; i < n; i++) {
+  while (ports.length < n) {
+    const port = 12000 + Math.floor(Math.random() * 20000)
+    if (ports.includes(port)) continue
     const s = net.createServer()
-    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+    const ok = await new Promise<boolean>((r) => {
+      s.once('error', () => r(false))
+      s.listen(port, '127.0.0.1', () => r(true))
+    })
+    if (!ok) continue
     servers.push(s)
-    ports.push((s.address() as net.AddressInfo).port)
+    ports.push(port)
   }
   await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
   return ports
-}
-
-export interface ClusterOptions {
-  /** node ids; the first is the primary */
-  nodes: string[]
-  size: number
-  journalSize?: number
-  protocol?: 'sync' | 'async'
-  tunables?: Record<string, unknown>
-  /** extra config per node */
-  extra?: Record<string, Record<string, unknown>>
-}
-
-export interface TestNode {
-  id: string
-  data: string
-  config: string
-  replPort: number
-  adminPort: number
-  nbdPort: number
-  proc: ChildProcess | null
-  log: string
 }
 
 /** Something that runs cleanup at the end (tap's `t`, or the demo). */
