@@ -45,6 +45,28 @@ export async function freePorts(n: number): Promise<number[]> {
   return ports
 }
 
+export interface ClusterOptions {
+  /** node ids; the first is the primary */
+  nodes: string[]
+  size: number
+  journalSize?: number
+  protocol?: 'sync' | 'async'
+  tunables?: Record<string, unknown>
+  /** extra config per node */
+  extra?: Record<string, Record<string, unknown>>
+}
+
+export interface TestNode {
+  id: string
+  data: string
+  config: string
+  replPort: number
+  adminPort: number
+  nbdPort: number
+  proc: ChildProcess | null
+  log: string
+}
+
 /** Something that runs cleanup at the end (tap's `t`, or the demo). */
 export interface Teardown {
   teardown(fn: () => unknown): void
