@@ -12,6 +12,16 @@ function flockSync(): FlockSync {
   return flockImpl
 }
 
+/** True when the fs-ext addon loads (locks() falls back to the pid-file lock otherwise, like crc32c and bitmaps). */
+export function flockAvailable(): boolean {
+  try {
+    flockSync()
+    return true
+  } catch {
+    return false
+  }
+}
+
 function readFd(fd: number): string {
   const buf = Buffer.alloc(64)
   const n = fs.readSync(fd, buf, 0, buf.length, 0)

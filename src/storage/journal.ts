@@ -2,11 +2,12 @@ import fs from 'node:fs'
 import { crc32c } from '../util/crc32c.js'
 import { BlockrepError } from '../util/errors.js'
 import type { JournalEntryInfo, JournalRecord } from './types.js'
-import type { Volume } from './volume.js'
 import { HEADER_SIZE, RECORD_ALIGN, RING_BASE, encodeHeader, recordSize, type Checkpoint } from './journal-format.js'
 import { placeRecord, validateRecord } from './journal-ring.js'
 import { openJournalFile, type Entry } from './journal-recovery.js'
 import { freshChain, readRecord, syncFd, writeGather, writeSuper } from './journal-io.js'
+
+export { replayJournal } from './journal-replay.js'
 
 /** Options for {@link Journal.open}. */
 export interface JournalOpenOptions {
@@ -333,19 +334,4 @@ export class Journal {
   private checkOpen(): void {
     if (this.fd < 0) throw this.closedError()
   }
-}
-
-/**
- * Replays records [fromSeq, headSeq] (default: the whole journal) onto the
- * volume in seq order, so writes journaled before a crash reach the data
- * (write-ahead). Idempotent. Does not flush the volume; returns the count.
- */
-export function replayJournal(journal: Journal, volume: Volume, fromSeq = journal.tailSeq): number {
-  let n = 0
-  for (const rec of journal.read(fromSeq, journal.headSeq)) {
-    if (rec.data === null) volume.zero(rec.offset, rec.length)
-    else volume.write(rec.offset, rec.data)
-    n++
-  }
-  return n
 }
