@@ -27,6 +27,7 @@ export function replicationConfig(cfg: AgentConfig): ReplicationConfig {
       throttleWritesMiBps: t.throttleWritesMiBps,
       digestRangeBlocks: t.digestRangeBlocks,
       maxRounds: MAX_ROUNDS,
+      resyncMaxMiBps: t.resyncMaxMiBps,
       checksumResync: t.checksumResync,
       reconnectMinMs: t.reconnectMinMs,
       reconnectMaxMs: t.reconnectMaxMs,

@@ -44,6 +44,8 @@ export interface Tunables {
   roundShrinkRatio: number
   /** client write rate while throttled; 0 = never throttle */
   throttleWritesMiBps: number
+  /** resync (BITMAP/FULL) send rate limit in MiB/s; 0 = unlimited */
+  resyncMaxMiBps: number
   checksumResync: boolean
   digestRangeBlocks: number
   reconnectMinMs: number
@@ -93,6 +95,7 @@ export const DEFAULT_TUNABLES: Readonly<Tunables> = Object.freeze({
   headDeltaMaxBytes: 64 * 2 ** 20,
   roundShrinkRatio: 0.5,
   throttleWritesMiBps: 50,
+  resyncMaxMiBps: 0,
   checksumResync: false,
   digestRangeBlocks: 256,
   reconnectMinMs: 200,
@@ -301,6 +304,7 @@ function parseTunables(c: Checker, v: unknown): Tunables {
     headDeltaMaxBytes,
     roundShrinkRatio: c.number(rec.roundShrinkRatio, p('roundShrinkRatio'), d.roundShrinkRatio, n => n > 0 && n <= 1, 'a number in (0, 1]'),
     throttleWritesMiBps: c.number(rec.throttleWritesMiBps, p('throttleWritesMiBps'), d.throttleWritesMiBps, n => n >= 0, 'a number ≥ 0 (0 = never throttle)'),
+    resyncMaxMiBps: c.number(rec.resyncMaxMiBps, p('resyncMaxMiBps'), d.resyncMaxMiBps, n => n >= 0, 'a number ≥ 0 (0 = unlimited)'),
     checksumResync: c.bool(rec.checksumResync, p('checksumResync'), d.checksumResync),
     digestRangeBlocks: c.int(rec.digestRangeBlocks, p('digestRangeBlocks'), d.digestRangeBlocks, 1, 65536),
     reconnectMinMs,

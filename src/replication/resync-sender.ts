@@ -16,6 +16,8 @@ export interface ResyncTunables {
   throttleWritesMiBps: number
   digestRangeBlocks: number
   maxRounds: number
+  /** resync send rate limit, MiB/s; 0 = unlimited */
+  resyncMaxMiBps: number
 }
 
 export interface ResyncProgressSink {
@@ -145,6 +147,7 @@ export class ResyncSender {
       if (this.sentBlocks - this.applied + count > windowBlocks) {
         await this.until(() => this.sentBlocks - this.applied + count <= windowBlocks)
       }
+      if (this.tun.resyncMaxMiBps > 0) await this.pace(count * bs)
       this.check()
       // read the current content right before sending: a write racing this read is in (g_k, head] and replayed after
       const data = vol.readBlocks(block, count)
@@ -185,6 +188,16 @@ export class ResyncSender {
       if (!ours.subarray(i * 32, i * 32 + 32).equals(f.payload.subarray(i * 32, i * 32 + 32))) out.addRange(b, b + n)
     }
     this.progress.blocksDone(0, 0)
+  }
+
+  private paceNext = 0
+
+  /** Keeps the resync at or under resyncMaxMiBps. */
+  private async pace(bytes: number): Promise<void> {
+    const now = Date.now()
+    const start = Math.max(now, this.paceNext)
+    this.paceNext = start + (bytes * 1000) / (this.tun.resyncMaxMiBps * 1024 * 1024)
+    if (start > now) await new Promise((r) => setTimeout(r, start - now))
   }
 
   private until(cond: () => boolean): Promise<void> {
