@@ -345,3 +345,32 @@ t.test('journal - replay brings the volume up to date', async t => {
   v.close()
   j.close()
 })
+
+t.test('journal - a checkpoint write torn by a crash falls back to the previous checkpoint with every record', async t => {
+  const p = path.join(t.testdir(), 'j')
+  const j = Journal.open(p, { size: 8192, create: true })
+  const recs: JournalRecord[] = []
+  for (let s = 1; s <= 8; s++) recs.push(rec(s, 900))
+  recs.forEach(x => j.append(x))
+  t.equal(j.tailSeq, 1, 'ring full, nothing reclaimed yet')
+  j.syncSync()
+  const before = fs.readFileSync(p)
+  let reclaimed = 0
+  j.onReclaim = ev => {
+    reclaimed += ev.length
+  }
+  j.append(rec(9, 900))
+  t.ok(reclaimed > 0, 'the append reclaimed')
+  j.close()
+  const after = fs.readFileSync(p)
+  // the crash hit while the new checkpoint sector was being written: it is garbage, nothing after it reached the disk
+  const slot = [0, 1].find(i => !after.subarray(i * SUPER_SLOT_SIZE, i * SUPER_SLOT_SIZE + 64).equals(before.subarray(i * SUPER_SLOT_SIZE, i * SUPER_SLOT_SIZE + 64)))!
+  const img = Buffer.from(before)
+  after.copy(img, slot * SUPER_SLOT_SIZE, slot * SUPER_SLOT_SIZE, slot * SUPER_SLOT_SIZE + 30)
+  fs.writeFileSync(p, img)
+  const k = Journal.open(p, {})
+  t.equal(k.tailSeq, 1)
+  t.equal(k.headSeq, 8)
+  recs.forEach(x => same(t, k.readOne(x.seq), x, `seq ${x.seq}`))
+  k.close()
+})
