@@ -24,7 +24,7 @@ function sampleStatus(): NodeStatus {
       {
         node: 'b', address: '127.0.0.1:7802', protocol: 'sync', state: 'streaming',
         lastMode: { mode: 'HEAD_DELTA', reason: 'journal holds every record after the standby head', blocks: 42, bytes: 42 * 4096, at: T0 - 60_000 },
-        ackedSeq: 1040, lagSeq: 2, lagBytes: 8192, bitmapBlocks: 0, resync: null, lastError: null,
+        ackedSeq: 1040, lagSeq: 2, lagBytes: 8192, bitmapBlocks: 0, resync: null, lastError: null, bytesSent: 10_485_760,
       },
       {
         node: 'c', address: '127.0.0.1:7803', protocol: 'async', state: 'syncing',
@@ -32,6 +32,7 @@ function sampleStatus(): NodeStatus {
         ackedSeq: 900, lagSeq: 142, lagBytes: 581632, bitmapBlocks: 1203,
         resync: { mode: 'BITMAP', round: 2, blocksTotal: 1203, blocksDone: 600, bytesDone: 600 * 4096, startedAt: T0 - 2000, rateBytesPerSec: 1228800, etaSeconds: 2 },
         lastError: null,
+        bytesSent: 2_457_600,
       },
     ],
     nbd: { address: '127.0.0.1:10809', readOnly: false, connections: 1 },
@@ -125,7 +126,6 @@ t.test('admin-server - GET /metrics is Prometheus text from the status and engin
   const metrics = new AgentMetrics({ node: 'a' })
   metrics.observeWriteLatency(0.0007)
   metrics.modeChosen('c', 'BITMAP')
-  metrics.sent('c', 4096, 'resync')
   const { base } = await startServer(t, fakeTarget(), TOKEN, metrics)
   const m = await http('GET', `${base}/metrics`)
   t.equal(m.status, 200)
@@ -143,7 +143,8 @@ t.test('admin-server - GET /metrics is Prometheus text from the status and engin
     'blockrep_resync_blocks_done{peer="c",node="a"} 600',
     'blockrep_resync_blocks_total{peer="b",node="a"} 0',
     'blockrep_modes_chosen_total{peer="c",mode="BITMAP",node="a"} 1',
-    'blockrep_sent_bytes_total{peer="c",kind="resync",node="a"} 4096',
+    'blockrep_peer_sent_bytes_total{peer="c",node="a"} 2457600',
+    'blockrep_peer_sent_bytes_total{peer="b",node="a"} 10485760',
     'blockrep_write_latency_seconds_bucket{le="0.001",node="a"} 1',
     'blockrep_write_latency_seconds_count{node="a"} 1',
   ]) t.ok(m.body.split('\n').includes(line), line)
@@ -153,6 +154,10 @@ t.test('admin-server - metrics without an explicit registry, peers that vanish d
   const target = fakeTarget()
   const { base } = await startServer(t, target)
   t.match((await http('GET', `${base}/metrics`)).body, 'blockrep_peer_lag_seq{peer="c",node="a"} 142')
+  const more = sampleStatus()
+  more.peers[0]!.bytesSent += 100
+  target.status = () => more
+  t.match((await http('GET', `${base}/metrics`)).body, 'blockrep_peer_sent_bytes_total{peer="b",node="a"} 10485860', 'sent bytes count up by the difference')
   target.status = () => ({ ...sampleStatus(), peers: [] })
   t.notMatch((await http('GET', `${base}/metrics`)).body, 'peer="c"')
 })

@@ -47,7 +47,7 @@ function status(): NodeStatus {
       {
         node: 'b', address: '127.0.0.1:7802', protocol: 'sync', state: 'streaming',
         lastMode: { mode: 'HEAD_DELTA', reason: 'journal holds every record after the standby head', blocks: 42, bytes: 172032, at: now - 60_000 },
-        ackedSeq: 1040, lagSeq: 2, lagBytes: 8192, bitmapBlocks: 0, resync: null, lastError: null,
+        ackedSeq: 1040, lagSeq: 2, lagBytes: 8192, bitmapBlocks: 0, resync: null, lastError: null, bytesSent: 10_485_760,
       },
       {
         node: 'c', address: '127.0.0.1:7803', protocol: 'async', state: 'syncing',
@@ -55,6 +55,7 @@ function status(): NodeStatus {
         ackedSeq: 900, lagSeq: 142, lagBytes: 581632, bitmapBlocks: 1203,
         resync: { mode: 'BITMAP', round: 2, blocksTotal: 1203, blocksDone: 600, bytesDone: 600 * 4096, startedAt: now - 2000, rateBytesPerSec: 1228800, etaSeconds: 2 },
         lastError: 'connection reset by peer',
+        bytesSent: 2_457_600,
       },
     ],
     nbd: { address: '127.0.0.1:10809', readOnly: false, connections: 1 },
@@ -112,22 +113,27 @@ t.test('cli - --help exits 0 everywhere', async t => {
 })
 
 t.test('cli - usage errors exit 2 with a clear message', async t => {
-  const bogus = await cli(['status', '--bogus'])
-  t.equal(bogus.code, 2)
-  t.match(bogus.stderr, "blockrep: error: unknown option '--bogus'")
-  t.match(bogus.stderr, '--help')
-  const cmd = await cli(['frobnicate'])
-  t.equal(cmd.code, 2)
-  t.match(cmd.stderr, "unknown command 'frobnicate'")
-  t.equal((await cli([])).code, 2, 'no command')
-  const missing = await cli(['verify', '--admin', ADMIN])
-  t.equal(missing.code, 2)
-  t.match(missing.stderr, "required option '--peer <id>' not specified")
-  const addr = await cli(['status', '--admin', 'nowhere'])
-  t.equal(addr.code, 2)
-  t.match(addr.stderr, 'blockrep: ERR_USAGE: --admin: expected "host:port"')
-  t.equal((await cli(['init', '--data', 'x', '--size', '1G', '--node', 'a', '--role', 'boss'])).code, 2)
-  t.equal((await cli(['status', '--json', '--watch'])).code, 2)
+  const [bogus, cmd, none, missing, addr, role, conflict] = await Promise.all([
+    cli(['status', '--bogus']),
+    cli(['frobnicate']),
+    cli([]),
+    cli(['verify', '--admin', ADMIN]),
+    cli(['status', '--admin', 'nowhere']),
+    cli(['init', '--data', 'x', '--size', '1G', '--node', 'a', '--role', 'boss']),
+    cli(['status', '--json', '--watch']),
+  ]) as Run[]
+  t.equal(bogus?.code, 2)
+  t.match(bogus?.stderr, "blockrep: error: unknown option '--bogus'")
+  t.match(bogus?.stderr, '--help')
+  t.equal(cmd?.code, 2)
+  t.match(cmd?.stderr, "unknown command 'frobnicate'")
+  t.equal(none?.code, 2, 'no command')
+  t.equal(missing?.code, 2)
+  t.match(missing?.stderr, "required option '--peer <id>' not specified")
+  t.equal(addr?.code, 2)
+  t.match(addr?.stderr, 'blockrep: ERR_USAGE: --admin: expected "host:port"')
+  t.equal(role?.code, 2)
+  t.equal(conflict?.code, 2)
 })
 
 t.test('cli - status prints the node figures and a table per peer', async t => {
@@ -135,7 +141,7 @@ t.test('cli - status prints the node figures and a table per peer', async t => {
   t.equal(r.code, 0, r.stderr)
   for (const s of [
     'a (primary, epoch 3)', 'head seq', '1042', 'consistent  yes', 'seq 12..1042', '1h02m',
-    'peer b  127.0.0.1:7802  sync', 'state         streaming', 'HEAD_DELTA: journal holds every record', 'acked seq     1040', '2 writes, 8.00 KiB',
+    'peer b  127.0.0.1:7802  sync', 'state         streaming', 'HEAD_DELTA: journal holds every record', 'acked seq     1040', '2 writes, 8.00 KiB', 'sent          10.0 MiB',
     'peer c  127.0.0.1:7803  async', 'syncing (BITMAP round 2)', 'BITMAP round 2: 600/1203 blocks (49.9%), 2.34 MiB at 1.17 MiB/s, ETA 2s',
     'last error    connection reset by peer',
   ]) t.match(r.stdout, s, s)

@@ -18,8 +18,6 @@ export interface AgentMetricsOptions {
 /** Write latency buckets in seconds: 50 µs .. 5 s. */
 const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 
-export type SentKind = 'stream' | 'head_delta' | 'resync' | 'verify'
-
 export class AgentMetrics {
   readonly registry: Registry
   private readonly headSeq: Gauge
@@ -35,7 +33,9 @@ export class AgentMetrics {
   private readonly peerBitmapBlocks: Gauge<'peer'>
   private readonly resyncBlocksTotal: Gauge<'peer'>
   private readonly resyncBlocksDone: Gauge<'peer'>
-  private readonly bytesSent: Counter<'peer' | 'kind'>
+  private readonly bytesSent: Counter<'peer'>
+  /** last bytesSent seen per peer, to turn the status figure into counter increments */
+  private readonly sentSeen = new Map<string, number>()
   private readonly modesChosen: Counter<'peer' | 'mode'>
   private readonly writeLatency: Histogram
 
@@ -58,7 +58,7 @@ export class AgentMetrics {
     this.peerBitmapBlocks = new Gauge({ name: 'blockrep_peer_bitmap_blocks', help: 'Blocks in the peer\'s dirty bitmap', labelNames: ['peer'], registers })
     this.resyncBlocksTotal = new Gauge({ name: 'blockrep_resync_blocks_total', help: 'Blocks in the current resync round (0 when none runs)', labelNames: ['peer'], registers })
     this.resyncBlocksDone = new Gauge({ name: 'blockrep_resync_blocks_done', help: 'Blocks of the current resync round sent and acknowledged', labelNames: ['peer'], registers })
-    this.bytesSent = new Counter({ name: 'blockrep_sent_bytes_total', help: 'Payload bytes sent to a peer, by kind', labelNames: ['peer', 'kind'], registers })
+    this.bytesSent = new Counter({ name: 'blockrep_peer_sent_bytes_total', help: 'Bytes sent to the peer on the wire (frames with headers)', labelNames: ['peer'], registers })
     this.modesChosen = new Counter({ name: 'blockrep_modes_chosen_total', help: 'Catch-up modes chosen by the handshake, by peer and mode', labelNames: ['peer', 'mode'], registers })
     this.writeLatency = new Histogram({ name: 'blockrep_write_latency_seconds', help: 'Client write latency until acknowledged (local journal and sync peers durable)', buckets: LATENCY_BUCKETS, registers })
   }
@@ -73,11 +73,6 @@ export class AgentMetrics {
     this.modesChosen.inc({ peer, mode })
   }
 
-  /** `bytes` of payload went to `peer`. */
-  sent(peer: string, bytes: number, kind: SentKind = 'stream'): void {
-    this.bytesSent.inc({ peer, kind }, bytes)
-  }
-
   /** Sets every gauge from a status snapshot; peers no longer listed disappear. */
   update(s: NodeStatus): void {
     this.headSeq.set(s.headSeq)
@@ -89,6 +84,12 @@ export class AgentMetrics {
     for (const g of [this.peerAckedSeq, this.peerLagSeq, this.peerLagBytes, this.peerState, this.peerBitmapBlocks, this.resyncBlocksTotal, this.resyncBlocksDone]) {
       g.reset()
     }
+    for (const peer of [...this.sentSeen.keys()]) {
+      if (!s.peers.some(p => p.node === peer)) {
+        this.bytesSent.remove({ peer })
+        this.sentSeen.delete(peer)
+      }
+    }
     for (const p of s.peers) {
       const peer = p.node
       this.peerAckedSeq.set({ peer }, p.ackedSeq)
@@ -98,6 +99,11 @@ export class AgentMetrics {
       for (const state of PEER_STATES) this.peerState.set({ peer, state }, p.state === state ? 1 : 0)
       this.resyncBlocksTotal.set({ peer }, p.resync?.blocksTotal ?? 0)
       this.resyncBlocksDone.set({ peer }, p.resync?.blocksDone ?? 0)
+      const seen = this.sentSeen.get(peer) ?? 0
+      // a smaller figure means the source restarted counting: count from there
+      const delta = p.bytesSent >= seen ? p.bytesSent - seen : p.bytesSent
+      this.bytesSent.inc({ peer }, delta)
+      this.sentSeen.set(peer, p.bytesSent)
     }
   }
 

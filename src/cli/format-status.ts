@@ -169,6 +169,7 @@ function renderPeer(p: PeerStatus, opts: RenderStatusOptions): string {
     ['acked seq', String(p.ackedSeq)],
     ['lag', `${p.lagSeq} write${p.lagSeq === 1 ? '' : 's'}, ${formatBytes(p.lagBytes)}`],
     ['dirty bitmap', `${p.bitmapBlocks} block${p.bitmapBlocks === 1 ? '' : 's'}`],
+    ['sent', formatBytes(p.bytesSent)],
   ]
   if (p.resync !== null && opts.resyncRows !== false) {
     rows.push(['resync', `${p.resync.mode} round ${p.resync.round}: ${progressLine(p.resync, now)}`])
