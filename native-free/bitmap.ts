@@ -11,13 +11,15 @@ import { parsePortable, serializePortable } from './roaring-format.js'
 
 const U32_LIMIT = 0x1_0000_0000
 
-function checkBlock(block: number): void {
+/** Throws ERR_OUT_OF_RANGE unless block is a u32. */
+export function checkBlock(block: number): void {
   if ((block >>> 0) !== block) {
     throw new BlockrepError('ERR_OUT_OF_RANGE', `block ${block} is not a u32`, { context: { block } })
   }
 }
 
-function checkRange(start: number, end: number): void {
+/** Throws ERR_OUT_OF_RANGE unless [start, end) lies within [0, 2^32). */
+export function checkRange(start: number, end: number): void {
   if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > U32_LIMIT) {
     throw new BlockrepError('ERR_OUT_OF_RANGE', `range [${start}, ${end}) is not within u32`, { context: { start, end } })
   }

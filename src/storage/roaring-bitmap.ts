@@ -6,6 +6,7 @@
 import { createRequire } from 'node:module'
 import type { RoaringBitmap32 } from 'roaring'
 import { BlockrepError } from '../util/errors.js'
+import { checkBlock, checkRange } from '../../native-free/bitmap.js'
 import { parsePortable } from '../../native-free/roaring-format.js'
 import type { BlockBitmap } from './types.js'
 
@@ -27,32 +28,20 @@ export function roaringAddon(): RoaringClass | null {
   return loaded instanceof Error ? null : loaded
 }
 
-function Roaring(): RoaringClass {
+function roaringClass(): RoaringClass {
   const r = roaringAddon()
   if (r === null) throw new Error('the roaring addon is not available', { cause: loaded })
   return r
 }
-const U32_LIMIT = 0x1_0000_0000
+
 /** CRoaring's per-container cost besides the payload: key, typecode and pointer in the top array, the container struct, two malloc headers. */
 const CONTAINER_OVERHEAD = 48
-
-function checkBlock(block: number): void {
-  if ((block >>> 0) !== block) {
-    throw new BlockrepError('ERR_OUT_OF_RANGE', `block ${block} is not a u32`, { context: { block } })
-  }
-}
-
-function checkRange(start: number, end: number): void {
-  if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > U32_LIMIT) {
-    throw new BlockrepError('ERR_OUT_OF_RANGE', `range [${start}, ${end}) is not within u32`, { context: { start, end } })
-  }
-}
 
 export class NativeBitmap implements BlockBitmap {
   private readonly rb: RoaringBitmap32
 
   constructor(rb?: RoaringBitmap32) {
-    this.rb = rb ?? new (Roaring())()
+    this.rb = rb ?? new (roaringClass())()
   }
 
   static from(blocks?: Iterable<number>): NativeBitmap {
@@ -72,7 +61,7 @@ export class NativeBitmap implements BlockBitmap {
     const view: Uint8Array = buf
     let rb: RoaringBitmap32
     try {
-      rb = Roaring().deserialize(view, 'portable')
+      rb = roaringClass().deserialize(view, 'portable')
     } catch (err) {
       throw new BlockrepError('ERR_BITMAP_FORMAT', 'roaring bitmap: CRoaring refused the buffer', {
         cause: err,
