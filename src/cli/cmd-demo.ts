@@ -59,11 +59,15 @@ async function demo(o: { size: number; journalSize: number; keep: boolean; json:
       ready: ({ dir, nbd }) => {
         if (!o.json) out(header(o.size, o.journalSize, dir, nbd))
       },
-      note: (text) => live.note(text),
-      progress: (p) => live.show(p.node, peerLine(p, Date.now())),
+      note: (text) => {
+        if (!interrupted) live.note(text)
+      },
+      progress: (p) => {
+        if (!interrupted) live.show(p.node, peerLine(p, Date.now()))
+      },
       step: (s) => {
         live.clear()
-        if (!o.json) out(`${renderStep(s)}\n`)
+        if (!o.json && !interrupted) out(`${renderStep(s)}\n`)
       },
     })
   } finally {
@@ -146,7 +150,7 @@ class LiveLine {
   }
 
   private draw(line: string): void {
-    const width = Math.max(20, (this.stream.columns ?? 80) - 1)
+    const width = Math.max(20, (this.stream.columns || 80) - 1)
     this.stream.write(`\r\x1b[2K${line.length > width ? `${line.slice(0, width - 1)}…` : line}`)
     this.shown = true
   }
