@@ -1,0 +1,415 @@
+/**
+ * Replication benchmarks over real agent processes on loopback (the local
+ * cluster the demo and the e2e tests use). Every figure is a ratio to a
+ * baseline measured in the same run.
+ *
+ *   streaming   1 MiB writes through NBD, queue depth 8: engine with no peer,
+ *               with one async standby, with one sync standby; and a raw Node
+ *               socket pipe (this process -> TCP loopback -> a child process
+ *               writing with fs.writeSync + fdatasync every 16 MiB)
+ *   head-delta  bytes on the wire to catch a crashed standby up by HEAD_DELTA,
+ *               over the payload bytes of the writes it missed
+ *   catch-up    time to catch up 1% dirty 4 KiB blocks of a 4 GiB volume by
+ *               BITMAP, against a FULL copy of the same volume
+ *
+ * Run: npx tsc -p . && node dist/scripts/bench-replication.js [streaming|head-delta|catch-up ...]
+ */
+import fs from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { Cluster } from '../src/demo/local-cluster.js'
+import type { NodeStatus, PeerStatus } from '../src/agent/status-types.js'
+import { GiB, KiB, MiB, fmtBytes, fmtMiBps, fmtMs, median, mibPerSec, msSince, pipelinedWrites, progress, withCleanup, xorshift } from './bench-lib.js'
+
+const log = { level: process.env.BLOCKREP_CLUSTER_LOG ?? 'warn' }
+
+function peer(st: NodeStatus, id: string): PeerStatus {
+  const p = st.peers.find((x) => x.node === id)
+  if (!p) throw new Error(`${st.node} has no peer ${id}`)
+  return p
+}
+
+/** A pool of random bytes: write i takes a `len` window at a varying offset (no two neighbours equal, no per-write randomBytes cost). */
+function payloads(len: number): (i: number) => Buffer {
+  const pool = randomBytes(len * 9)
+  return (i) => pool.subarray((i % 8) * len + (i % 7) * 512, (i % 8) * len + (i % 7) * 512 + len)
+}
+
+// ---------------------------------------------------------------------------
+// 1. streaming throughput
+
+export interface BenchStreamingOptions {
+  /** bytes written per configuration, in MiB (default 512) */
+  totalMiB?: number
+  /** volume size in MiB (default 1024; a sparse file) */
+  volumeMiB?: number
+  /** journal in MiB (default 256) */
+  journalMiB?: number
+  /** NBD requests in flight (default 8) */
+  depth?: number
+  /** rounds of the four configurations, interleaved; medians are reported (default 2) */
+  rounds?: number
+}
+
+type StreamConfig = 'none' | 'async' | 'sync'
+
+async function engineStreaming(kind: StreamConfig, o: Required<BenchStreamingOptions>, say: (m: string) => void): Promise<number> {
+  return withCleanup(async (cleanup) => {
+    const nodes = kind === 'none' ? ['a'] : ['a', 'b']
+    const c = await Cluster.create(cleanup, {
+      nodes,
+      size: o.volumeMiB * MiB,
+      journalSize: o.journalMiB * MiB,
+      protocol: kind === 'none' ? 'sync' : kind,
+      // the standby's first sync of the blank volume compares digests instead of copying 1 GiB of zeros
+      tunables: { checksumResync: true, peerTimeoutMs: 30_000 },
+      extra: Object.fromEntries(nodes.map((n) => [n, { log }])),
+    })
+    await c.initAll()
+    for (const n of nodes) await c.start(n)
+    if (kind !== 'none') {
+      const t0 = performance.now()
+      await c.waitInSync('b', 120_000)
+      say(`${kind}: standby in sync (initial ${peer(await c.status('a'), 'b').lastMode?.mode}) after ${fmtMs(msSince(t0))}`)
+    }
+    const nbd = await c.nbd('a')
+    cleanup.teardown(() => nbd.close())
+    const chunk = MiB
+    const n = Math.floor((o.totalMiB * MiB) / chunk)
+    const data = payloads(chunk)
+    const t0 = performance.now()
+    await pipelinedWrites(nbd, n, o.depth, (i) => ({ offset: (i * chunk) % (o.volumeMiB * MiB), data: data(i) }))
+    await nbd.flush()
+    const ms = msSince(t0)
+    if (kind !== 'none') {
+      const st = await c.status('a')
+      const p = peer(st, 'b')
+      if (p.state !== 'streaming') throw new Error(`${kind}: standby is ${p.state} after the run (${p.lastError ?? ''})`)
+      if (kind === 'sync' && p.ackedSeq !== st.headSeq) throw new Error(`sync standby acked ${p.ackedSeq} of ${st.headSeq} after the run`)
+    }
+    return mibPerSec(n * chunk, ms)
+  })
+}
+
+const SELF = fileURLToPath(import.meta.url)
+
+/**
+ * The raw-pipe server (a child process): accepts one connection, writes every
+ * 1 MiB it receives with fs.writeSync, fdatasync every 16 MiB, acks each MiB
+ * with one byte, and after `total` bytes does a last fdatasync and sends 'F'.
+ */
+async function pipeServer(file: string, total: number): Promise<void> {
+  const fd = fs.openSync(file, 'w')
+  const server = net.createServer((sock) => {
+    sock.setNoDelay(true)
+    let parts: Buffer[] = []
+    let have = 0
+    let pos = 0
+    sock.on('data', (d: Buffer) => {
+      parts.push(d)
+      have += d.length
+      while (have >= MiB) {
+        const all = parts.length === 1 ? parts[0] : Buffer.concat(parts)
+        fs.writeSync(fd, all, 0, MiB, pos)
+        pos += MiB
+        have -= MiB
+        parts = have > 0 ? [all.subarray(MiB)] : []
+        if (pos % (16 * MiB) === 0) fs.fdatasyncSync(fd)
+        if (pos >= total) {
+          fs.fdatasyncSync(fd)
+          fs.closeSync(fd)
+          sock.end('F')
+          server.close()
+          return
+        }
+        sock.write('a')
+      }
+    })
+  })
+  server.listen(0, '127.0.0.1', () => process.stdout.write(`${(server.address() as net.AddressInfo).port}\n`))
+}
+
+async function rawPipe(o: Required<BenchStreamingOptions>): Promise<number> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blockrep-pipe-'))
+  const total = o.totalMiB * MiB
+  const child = spawn(process.execPath, [SELF, '--pipe-server', path.join(dir, 'out'), String(total)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      child.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())))
+      child.once('exit', (code) => reject(new Error(`pipe server exited with ${code}`)))
+    })
+    const sock = net.connect({ host: '127.0.0.1', port, noDelay: true })
+    await new Promise<void>((r, j) => sock.once('connect', r).once('error', j))
+    const data = payloads(MiB)
+    const n = total / MiB
+    const t0 = performance.now()
+    await new Promise<void>((resolve, reject) => {
+      let sent = 0
+      let acked = 0
+      const pump = () => {
+        while (sent < n && sent - acked < o.depth) sock.write(data(sent++))
+      }
+      sock.on('data', (d: Buffer) => {
+        for (const b of d) {
+          if (b === 0x46 /* F */) {
+            resolve()
+            return
+          }
+          acked++
+        }
+        pump()
+      })
+      sock.on('error', reject)
+      sock.on('close', () => reject(new Error('pipe server closed early')))
+      pump()
+    })
+    const ms = msSince(t0)
+    sock.destroy()
+    return mibPerSec(total, ms)
+  } finally {
+    child.kill('SIGKILL')
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** Median MiB/s of each configuration over `rounds` interleaved rounds, and the ratios. */
+export async function benchStreaming(opts: BenchStreamingOptions = {}): Promise<Record<string, number>> {
+  const o: Required<BenchStreamingOptions> = { totalMiB: 512, volumeMiB: 1024, journalMiB: 256, depth: 8, rounds: 2, ...opts }
+  const say = progress('streaming')
+  const r: Record<StreamConfig | 'pipe', number[]> = { pipe: [], none: [], async: [], sync: [] }
+  for (let round = 1; round <= o.rounds; round++) {
+    r.pipe.push(await rawPipe(o))
+    say(`round ${round}: raw socket pipe ${fmtMiBps(r.pipe.at(-1)!)}`)
+    for (const k of ['none', 'async', 'sync'] as const) {
+      r[k].push(await engineStreaming(k, o, say))
+      say(`round ${round}: engine, ${k === 'none' ? 'no peer' : `${k} standby`}: ${fmtMiBps(r[k].at(-1)!)}`)
+    }
+  }
+  const m = { pipe: median(r.pipe), none: median(r.none), async: median(r.async), sync: median(r.sync) }
+  return {
+    totalMiB: o.totalMiB,
+    rounds: o.rounds,
+    depth: o.depth,
+    pipeMiBps: m.pipe,
+    noPeerMiBps: m.none,
+    asyncMiBps: m.async,
+    syncMiBps: m.sync,
+    asyncRatio: m.async / m.none,
+    syncRatio: m.sync / m.none,
+    noPeerVsPipe: m.none / m.pipe,
+    asyncVsPipe: m.async / m.pipe,
+    syncVsPipe: m.sync / m.pipe,
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 2. HEAD_DELTA bytes on the wire
+
+export interface BenchHeadDeltaOptions {
+  /** payload bytes written while the standby is down, in MiB (default 20): half in 4 KiB writes, half in 64 KiB */
+  gapMiB?: number
+  volumeMiB?: number
+  journalMiB?: number
+}
+
+export async function benchHeadDelta(opts: BenchHeadDeltaOptions = {}): Promise<Record<string, number>> {
+  const o = { gapMiB: 20, volumeMiB: 256, journalMiB: 64, ...opts }
+  const say = progress('head-delta')
+  return withCleanup(async (cleanup) => {
+    const c = await Cluster.create(cleanup, {
+      nodes: ['a', 'b'],
+      size: o.volumeMiB * MiB,
+      journalSize: o.journalMiB * MiB,
+      protocol: 'sync',
+      extra: { a: { log }, b: { log } },
+    })
+    await c.initAll()
+    await c.start('a')
+    await c.start('b')
+    await c.waitInSync('b', 120_000)
+    say('standby in sync')
+
+    // the handshake alone: a clean restart with nothing to send (NONE)
+    await c.kill('b', 'SIGTERM')
+    let before = peer(await c.status('a'), 'b').bytesSent
+    await c.start('b')
+    let st = await c.waitInSync('b')
+    const noneMode = peer(st, 'b').lastMode?.mode
+    const handshakeBytes = peer(st, 'b').bytesSent - before
+    say(`clean restart: ${noneMode}, ${handshakeBytes} bytes sent by the primary`)
+    if (noneMode !== 'NONE') throw new Error(`clean restart chose ${noneMode}, expected NONE`)
+
+    await c.kill('b')
+    const nbd = await c.nbd('a')
+    cleanup.teardown(() => nbd.close())
+    const rnd = xorshift(42)
+    const half = (o.gapMiB * MiB) / 2
+    const sizes: number[] = [...Array<number>(half / (4 * KiB)).fill(4 * KiB), ...Array<number>(half / (64 * KiB)).fill(64 * KiB)]
+    for (let i = sizes.length - 1; i > 0; i--) {
+      const j = Math.floor(rnd() * (i + 1))
+      ;[sizes[i], sizes[j]] = [sizes[j], sizes[i]]
+    }
+    const gapBytes = sizes.reduce((a, b) => a + b, 0)
+    const small = payloads(4 * KiB)
+    const big = payloads(64 * KiB)
+    await pipelinedWrites(nbd, sizes.length, 16, (i) => {
+      const len = sizes[i]
+      return { offset: Math.floor(rnd() * ((o.volumeMiB * MiB) / len)) * len, data: len === 4 * KiB ? small(i) : big(i) }
+    })
+    st = await c.status('a')
+    const p0 = peer(st, 'b')
+    say(`standby down; wrote ${sizes.length} writes (${fmtBytes(gapBytes)}); lag ${p0.lagSeq} writes, journal tail ${st.journal.tailSeq}, acked ${p0.ackedSeq}`)
+    if (st.journal.tailSeq > p0.ackedSeq + 1) throw new Error('the journal no longer holds the gap: raise journalMiB')
+    before = p0.bytesSent
+    const t0 = performance.now()
+    await c.start('b')
+    st = await c.waitInSync('b')
+    const ms = msSince(t0)
+    const p1 = peer(st, 'b')
+    const wireBytes = p1.bytesSent - before
+    say(`restart: ${p1.lastMode?.mode} (${p1.lastMode?.reason}), ${fmtBytes(wireBytes)} on the wire in ${fmtMs(ms)}`)
+    if (p1.lastMode?.mode !== 'HEAD_DELTA') throw new Error(`catch-up chose ${p1.lastMode?.mode}, expected HEAD_DELTA`)
+    const [ha, hb] = await Promise.all([c.sha('a'), c.sha('b')])
+    if (ha !== hb) throw new Error('volumes differ after HEAD_DELTA')
+    return {
+      writes: sizes.length,
+      gapBytes,
+      wireBytes,
+      handshakeBytes,
+      ratio: wireBytes / gapBytes,
+      ratioWithoutHandshake: (wireBytes - handshakeBytes) / gapBytes,
+      perWriteOverheadBytes: (wireBytes - handshakeBytes - gapBytes) / sizes.length,
+      catchUpMs: ms,
+    }
+  })
+}
+
+// ---------------------------------------------------------------------------
+// 3. BITMAP vs FULL catch-up
+
+export interface BenchCatchUpOptions {
+  /** volume size in GiB (default 4) */
+  volumeGiB?: number
+  /** journal in MiB (default 16: smaller than the dirty data, so HEAD_DELTA is out) */
+  journalMiB?: number
+  /** fraction of the volume's 4 KiB blocks written while the standby is down (default 0.01) */
+  dirtyFraction?: number
+}
+
+function sameBlocks(fa: string, fb: string, blocks: Iterable<number>, bs: number): number {
+  const a = fs.openSync(fa, 'r')
+  const b = fs.openSync(fb, 'r')
+  const x = Buffer.alloc(bs)
+  const y = Buffer.alloc(bs)
+  let differ = 0
+  try {
+    for (const blk of blocks) {
+      fs.readSync(a, x, 0, bs, blk * bs)
+      fs.readSync(b, y, 0, bs, blk * bs)
+      if (!x.equals(y)) differ++
+    }
+  } finally {
+    fs.closeSync(a)
+    fs.closeSync(b)
+  }
+  return differ
+}
+
+export async function benchCatchUp(opts: BenchCatchUpOptions = {}): Promise<Record<string, number>> {
+  const o = { volumeGiB: 4, journalMiB: 16, dirtyFraction: 0.01, ...opts }
+  const say = progress('catch-up')
+  const bs = 4096
+  const size = o.volumeGiB * GiB
+  return withCleanup(async (cleanup) => {
+    const c = await Cluster.create(cleanup, {
+      nodes: ['a', 'b'],
+      size,
+      journalSize: o.journalMiB * MiB,
+      protocol: 'sync',
+      extra: { a: { log }, b: { log } },
+    })
+    await c.initAll()
+    await c.start('a')
+    let t0 = performance.now()
+    await c.start('b')
+    let st = await c.waitInSync('b', 300_000)
+    const initialMs = msSince(t0)
+    say(`first sync of the blank standby: ${peer(st, 'b').lastMode?.mode}, ${fmtMs(initialMs)}`)
+
+    await c.kill('b')
+    const nbd = await c.nbd('a')
+    cleanup.teardown(() => nbd.close())
+    const count = Math.round((size / bs) * o.dirtyFraction)
+    const rnd = xorshift(7)
+    const data = payloads(bs)
+    const written = new Set<number>()
+    t0 = performance.now()
+    await pipelinedWrites(nbd, count, 32, (i) => {
+      const blk = Math.floor(rnd() * (size / bs))
+      written.add(blk)
+      return { offset: blk * bs, data: data(i) }
+    })
+    st = await c.status('a')
+    say(`standby down; ${count} random 4 KiB writes (${written.size} distinct blocks) in ${fmtMs(msSince(t0))}; journal tail ${st.journal.tailSeq}, standby acked ${peer(st, 'b').ackedSeq}`)
+    if (st.journal.tailSeq <= peer(st, 'b').ackedSeq + 1) throw new Error('the journal still holds the gap: lower journalMiB')
+
+    t0 = performance.now()
+    await c.start('b')
+    const bitmapStartedMs = msSince(t0)
+    st = await c.waitInSync('b', 300_000)
+    const bitmapMs = msSince(t0)
+    const bm = peer(st, 'b').lastMode!
+    say(`BITMAP restart: ${bm.mode} (${bm.reason}), ${bm.blocks} blocks, ${fmtMs(bitmapMs)} (agent start ${fmtMs(bitmapStartedMs)})`)
+    if (bm.mode !== 'BITMAP') throw new Error(`catch-up chose ${bm.mode}, expected BITMAP`)
+    const differ = sameBlocks(c.node('a').data, c.node('b').data, written, bs)
+    if (differ > 0) throw new Error(`${differ} written blocks differ after BITMAP`)
+
+    await c.kill('b')
+    for (const ext of ['', '.meta', '.journal']) fs.rmSync(c.node('b').data + ext, { force: true })
+    await c.init('b')
+    t0 = performance.now()
+    await c.start('b')
+    const fullStartedMs = msSince(t0)
+    st = await c.waitInSync('b', 600_000)
+    const fullMs = msSince(t0)
+    const full = peer(st, 'b').lastMode!
+    say(`FULL restart: ${full.mode} (${full.reason}), ${full.blocks} blocks, ${fmtMs(fullMs)} (agent start ${fmtMs(fullStartedMs)})`)
+    if (full.mode !== 'FULL') throw new Error(`re-initialised standby chose ${full.mode}, expected FULL`)
+    const differFull = sameBlocks(c.node('a').data, c.node('b').data, written, bs)
+    if (differFull > 0) throw new Error(`${differFull} written blocks differ after FULL`)
+    return {
+      volumeBlocks: size / bs,
+      writes: count,
+      distinctBlocks: written.size,
+      initialFullMs: initialMs,
+      bitmapMs,
+      bitmapBlocks: bm.blocks,
+      bitmapBytes: bm.bytes,
+      fullMs,
+      fullBlocks: full.blocks,
+      fullBytes: full.bytes,
+      ratio: fullMs / bitmapMs,
+      // the same with the agent's start-up (spawn until its admin API answers) taken out of both
+      ratioAfterStart: (fullMs - fullStartedMs) / (bitmapMs - bitmapStartedMs),
+      agentStartMs: bitmapStartedMs,
+    }
+  })
+}
+
+// ---------------------------------------------------------------------------
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  if (process.argv[2] === '--pipe-server') {
+    await pipeServer(process.argv[3], Number(process.argv[4]))
+  } else {
+    const which = process.argv.slice(2)
+    const all = which.length === 0
+    if (all || which.includes('streaming')) console.log('streaming', await benchStreaming())
+    if (all || which.includes('head-delta')) console.log('head-delta', await benchHeadDelta())
+    if (all || which.includes('catch-up')) console.log('catch-up', await benchCatchUp())
+  }
+}
