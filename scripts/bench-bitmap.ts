@@ -57,11 +57,22 @@ function addonMemory(): number {
   }
 }
 
-/** Bytes the process holds now: JS heap, array buffers, and CRoaring's allocations. */
-function held(): number {
-  gc()
-  const m = process.memoryUsage()
-  return m.heapUsed + m.arrayBuffers + addonMemory()
+/**
+ * Bytes the process holds once garbage is gone: JS heap, array buffers, and
+ * CRoaring's allocations. Backing stores and addon objects are released by
+ * finalizers after a GC, so collect and yield until the figure settles.
+ */
+async function held(): Promise<number> {
+  let last = Number.NaN
+  for (let i = 0; i < 20; i++) {
+    gc()
+    await new Promise(resolve => setTimeout(resolve, 20))
+    const m = process.memoryUsage()
+    const now = m.heapUsed + m.arrayBuffers + addonMemory()
+    if (Math.abs(now - last) < 64 * 1024) return now
+    last = now
+  }
+  return last
 }
 
 /** Wall-clock and CPU time since a mark: CI machines are shared, and CPU time is what the code costs. */
@@ -80,14 +91,14 @@ function record(out: Record<string, number>, key: string, since: Mark): void {
   out[`${key}CpuMs`] = (cpu.user + cpu.system) / 1000
 }
 
-function run(f: BitmapFactory, blocks: Uint32Array, out: Record<string, number>): void {
+async function run(f: BitmapFactory, blocks: Uint32Array, out: Record<string, number>): Promise<void> {
   const k = f.kind
-  const base = held()
+  const base = await held()
   let t0 = mark()
   const b: BlockBitmap = f.create()
   for (let i = 0; i < blocks.length; i++) b.add(blocks[i])
   record(out, `${k}.build`, t0)
-  out[`${k}.measuredMiB`] = (held() - base) / MiB
+  out[`${k}.measuredMiB`] = ((await held()) - base) / MiB
   out[`${k}.memoryMiB`] = b.memoryBytes() / MiB
   if (b.size !== blocks.length) throw new Error(`${k}: size ${b.size}, expected ${blocks.length}`)
 
@@ -122,10 +133,7 @@ function run(f: BitmapFactory, blocks: Uint32Array, out: Record<string, number>)
 export async function benchBitmap(): Promise<Record<string, number>> {
   const blocks = dirtyBlocks()
   const out: Record<string, number> = { volumeBlocks: VOLUME_BLOCKS, dirtyBlocks: DIRTY }
-  for (const f of [nativeBitmaps, nativeFreeBitmaps]) {
-    run(f, blocks, out)
-    gc()
-  }
+  for (const f of [nativeBitmaps, nativeFreeBitmaps]) await run(f, blocks, out)
   return out
 }
 
