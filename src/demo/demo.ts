@@ -272,7 +272,7 @@ export function renderStep(s: DemoStep): string {
   const mode = s.mode ?? 'no mode'
   const flag = s.ok ? '' : ` (expected ${s.expected})`
   const moved = s.mode === null ? '-' : `${s.blocks} blocks ${formatBytes(s.bytes)}`
-  return `${s.n}. ${s.action.padEnd(52)}  ${`${mode}${flag}`.padEnd(10)}  ${moved.padEnd(23)}  ${`${s.seconds.toFixed(1)}s`.padStart(5)}  ${shortReason(s.reason)}`
+  return `${s.n}. ${s.action.padEnd(56)}  ${`${mode}${flag}`.padEnd(10)}  ${moved.padEnd(23)}  ${`${s.seconds.toFixed(1)}s`.padStart(5)}  ${shortReason(s.reason)}`
 }
 
 /** The lines after the steps. */
