@@ -396,6 +396,7 @@ export async function benchCatchUp(opts: BenchCatchUpOptions = {}): Promise<Reco
       // the same with the agent's start-up (spawn until its admin API answers) taken out of both
       ratioAfterStart: (fullMs - fullStartedMs) / (bitmapMs - bitmapStartedMs),
       agentStartMs: bitmapStartedMs,
+      fullAgentStartMs: fullStartedMs,
     }
   })
 }
