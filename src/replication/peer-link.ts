@@ -7,6 +7,7 @@ import type { NodeStore } from './node-store.js'
 import type { WriteListener, WritePath } from './write-path.js'
 import { primaryHandshake } from './primary-handshake.js'
 import type { Decision } from './decide.js'
+import type { HandshakeResult } from './primary-handshake.js'
 import { ResyncSender } from './resync-sender.js'
 import type { ResyncTunables } from './resync-sender.js'
 import { ResyncMeter } from './resync-meter.js'
@@ -164,11 +165,11 @@ export class PeerLink implements WriteListener {
         this.t = t
         if (!this.enabled) break
         this.state = 'handshake'
-        const { decision, standby } = await primaryHandshake(t, this.store, this.secret, this.peer.node, this.tun.checksumResync)
-        this.lastStandbyMeta = standby
-        this.noteMode(decision)
+        const hs = await primaryHandshake(t, this.store, this.secret, this.peer.node, this.tun.checksumResync)
+        this.lastStandbyMeta = hs.standby
+        this.noteMode(hs.decision)
         backoff = this.tun.reconnectMinMs
-        await this.session(t, decision)
+        await this.session(t, hs)
       } catch (err) {
         refused = isCode(err, 'ERR_HANDSHAKE_REFUSED') || isCode(err, 'ERR_AUTH_FAILED')
         const e = err as Error
@@ -191,16 +192,18 @@ export class PeerLink implements WriteListener {
   }
 
   /** Runs one connected session until it ends (throws the reason). */
-  private async session(t: FrameTransport, d: Decision): Promise<void> {
+  private async session(t: FrameTransport, hs: HandshakeResult): Promise<void> {
+    const d = hs.decision
     const reader = this.readFrames(t)
     this.heartbeat = setInterval(() => t.send({ type: 'PING', t: Date.now() }), this.tun.heartbeatMs)
     try {
-      let from = this.store.journal.headSeq + 1
-      if (d.mode === 'HEAD_DELTA') from = d.fromSeq + 1
+      // NONE and HEAD_DELTA: every record after the standby's head, including the ones written during the handshake
+      let from = hs.standby.headSeq + 1
       if (d.mode === 'BITMAP' || d.mode === 'FULL') {
         this.state = 'syncing'
         this.resync = new ResyncSender(t, this.store, this.wp, this.tun, this.meter, this.log, this.peer.node)
-        const frozen = await Promise.race([this.resync.run(d.mode === 'FULL' ? null : d.bitmap, d.mode, this.tun.checksumResync), reader])
+        const run = this.resync.run(d.mode === 'FULL' ? null : d.bitmap, d.mode, this.tun.checksumResync, hs.headAtDecision)
+        const frozen = await Promise.race([run, reader])
         from = (frozen as number) + 1
         this.resync = null
         const target = this.store.journal.headSeq
@@ -211,7 +214,6 @@ export class PeerLink implements WriteListener {
       }
       this.sendSeq = from
       this.state = 'streaming'
-      if (this.syncTarget !== null && this.acked >= this.syncTarget) this.syncComplete()
       void this.pump()
       await reader
     } finally {
@@ -246,6 +248,8 @@ export class PeerLink implements WriteListener {
   }
 
   private onAck(seq: number): void {
+    // the standby confirms consistency with an ACK of at least the target, even when its head did not move
+    if (this.syncTarget !== null && seq >= this.syncTarget && seq <= this.acked) this.syncComplete()
     if (seq <= this.acked) return
     if (seq > this.store.journal.headSeq) {
       throw new BlockrepError('ERR_PROTOCOL', `${this.peer.node} acknowledged seq ${seq} beyond head ${this.store.journal.headSeq}`)

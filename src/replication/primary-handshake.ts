@@ -12,6 +12,8 @@ import { BlockrepError } from '../util/errors.js'
 export interface HandshakeResult {
   decision: Decision
   standby: WireMeta
+  /** the primary's head when the decision was made: B_1 covers writes up to it, so round 1 freezes there */
+  headAtDecision: number
 }
 
 /** Deserializes a peer's bitmap; a malformed one is treated as absent (never trusted). */
@@ -79,6 +81,7 @@ export async function primaryHandshake(t: FrameTransport, store: NodeStore, secr
     const ans = (await expectFrame(t, 'DIVERGENCE_BLOCKS')).msg
     divergence = ans.known ? peerBitmap(store, ans.bitmap) : null
   }
+  const headAtDecision = store.journal.headSeq
   const decision = decideFor(store, standby, divergence)
   if (decision.mode === 'REFUSE') {
     const err = new BlockrepError('ERR_HANDSHAKE_REFUSED', `refused ${peerId}: ${decision.reason}`, { context: { peer: peerId, rule: decision.rule } })
@@ -100,5 +103,5 @@ export async function primaryHandshake(t: FrameTransport, store: NodeStore, secr
     throw new BlockrepError('ERR_HANDSHAKE_REFUSED', `${peerId} refused ${decision.mode}: ${reply.msg.reason}`, { context: { peer: peerId, mode: decision.mode } })
   }
   if (reply.msg.type !== 'MODE_ACCEPT') throw unexpected(reply, 'MODE_ACCEPT')
-  return { decision, standby }
+  return { decision, standby, headAtDecision }
 }

@@ -96,10 +96,15 @@ export class ResyncSender {
     this.digestWaiters.clear()
   }
 
-  /** Runs rounds from `initial` (null = every block, FULL) until the standby can stream; returns g of the last round. */
-  async run(initial: BlockBitmap | null, mode: 'BITMAP' | 'FULL', checksum: boolean): Promise<number> {
+  /**
+   * Runs rounds from `initial` (null = every block, FULL) until the standby can
+   * stream; returns g of the last round. `coveredSeq` is the primary head the
+   * initial set was computed at: round 1 freezes there, so writes made since
+   * the decision fall into its gap instead of being missed.
+   */
+  async run(initial: BlockBitmap | null, mode: 'BITMAP' | 'FULL', checksum: boolean, coveredSeq: number): Promise<number> {
     const store = this.store
-    let frozen = store.journal.headSeq
+    let frozen = coveredSeq
     let set: BlockBitmap | null = initial
     if (mode === 'FULL' && checksum) {
       set = await this.differingBlocks()
@@ -176,18 +181,28 @@ export class ResyncSender {
   }
 
   private async compareBatch(block: number, count: number, rb: number, out: BlockBitmap): Promise<void> {
+    for (const start of await this.differingRanges(block, count, rb)) {
+      const n = Math.min(rb, block + count - start)
+      // narrow a differing range down to its blocks: only those cross the wire
+      for (const b of rb > 1 ? await this.differingRanges(start, n, 1) : [start]) out.add(b)
+    }
+    this.progress.blocksDone(0, 0)
+  }
+
+  /** First blocks of the ranges of `rb` blocks in [block, block+count) whose digests differ from the standby's. */
+  private async differingRanges(block: number, count: number, rb: number): Promise<number[]> {
     const id = ++this.digestId
     const reply = new Promise<Frame>((resolve) => this.digestWaiters.set(id, resolve))
     this.t.send({ type: 'DIGEST_REQ', id, block, count, rangeBlocks: rb })
     const ours = rangeDigests(this.store, block, count, rb)
     const f = await reply
     this.check()
-    if (f.msg.type !== 'DIGEST_RESP') throw new BlockrepError('ERR_PROTOCOL', 'expected DIGEST_RESP')
+    if (f.msg.type !== 'DIGEST_RESP' || f.payload.length !== ours.length) throw new BlockrepError('ERR_PROTOCOL', 'malformed DIGEST_RESP')
+    const out: number[] = []
     for (let i = 0, b = block; b < block + count; i++, b += rb) {
-      const n = Math.min(rb, block + count - b)
-      if (!ours.subarray(i * 32, i * 32 + 32).equals(f.payload.subarray(i * 32, i * 32 + 32))) out.addRange(b, b + n)
+      if (!ours.subarray(i * 32, i * 32 + 32).equals(f.payload.subarray(i * 32, i * 32 + 32))) out.push(b)
     }
-    this.progress.blocksDone(0, 0)
+    return out
   }
 
   private paceNext = 0

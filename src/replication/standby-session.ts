@@ -246,10 +246,9 @@ export class StandbySession {
     this.syncTarget = null
     store.saveMeta()
     this.log.info({ primary: this.primaryId, head: store.journal.headSeq }, 'consistent with the primary')
-    if (store.journal.headSeq > this.lastAck) {
-      this.lastAck = store.journal.headSeq
-      this.t.send({ type: 'ACK', seq: this.lastAck })
-    }
+    // always confirm: the primary counts the resync done only on this ACK, sent after consistency is durable
+    this.lastAck = Math.max(this.lastAck, store.journal.headSeq)
+    this.t.send({ type: 'ACK', seq: this.lastAck })
     this.opts.onChange?.()
   }
 
