@@ -7,6 +7,7 @@ import { VolumeEngine } from '../replication/volume-engine.js'
 import { NbdServer } from '../nbd/server.js'
 import { BlockrepError } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
+import { AgentMetrics } from './metrics.js'
 import type { AdminTarget, NodeStatus } from './status-types.js'
 
 /** Resync rounds after which client writes are throttled regardless of the gap. */
@@ -44,6 +45,7 @@ export function replicationConfig(cfg: AgentConfig): ReplicationConfig {
  * the caller, the admin API. `stop()` flushes and marks the metadata clean.
  */
 export class Agent {
+  readonly metrics: AgentMetrics
   nbd: NbdServer | null = null
   nbdAddress: string | null = null
   private stopped: Promise<void> | null = null
@@ -54,7 +56,13 @@ export class Agent {
     readonly node: ReplicationNode,
     readonly engine: VolumeEngine,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.metrics = new AgentMetrics({ node: cfg.node })
+    node.events = {
+      modeChosen: (peer, mode) => this.metrics.modeChosen(peer, mode),
+      writeLatency: (s) => this.metrics.observeWriteLatency(s),
+    }
+  }
 
   static async start(cfg: AgentConfig, log: Logger): Promise<Agent> {
     const store = NodeStore.open(

@@ -2,7 +2,6 @@ import type { Command } from 'commander'
 import { loadConfig } from '../agent/config.js'
 import { Agent, adminTarget } from '../agent/agent.js'
 import { AdminServer } from '../agent/admin-server.js'
-import { AgentMetrics } from '../agent/metrics.js'
 import { createLogger } from '../util/log.js'
 
 /** `blockrep agent`: runs one node's agent in the foreground until SIGTERM/SIGINT. */
@@ -17,7 +16,7 @@ export function register(program: Command): void {
       const agent = await Agent.start(cfg, log)
       let admin: AdminServer | null = null
       if (cfg.admin) {
-        admin = new AdminServer({ target: adminTarget(agent), token: cfg.adminToken, host: cfg.admin.host, port: cfg.admin.port, logger: log, metrics: new AgentMetrics() })
+        admin = new AdminServer({ target: adminTarget(agent), token: cfg.adminToken, host: cfg.admin.host, port: cfg.admin.port, logger: log, metrics: agent.metrics })
         try {
           await admin.listen()
         } catch (err) {

@@ -52,6 +52,8 @@ export class PeerLink implements WriteListener {
   state: PeerState = 'disconnected'
   lastMode: { mode: string; reason: string; blocks: number; bytes: number; at: number } | null = null
   lastError: string | null = null
+  /** called with every mode the handshake chose (metrics) */
+  onMode: ((peer: string, mode: string) => void) | null = null
   readonly meter = new ResyncMeter()
   /** the standby's META from the last handshake (for `plan`) */
   lastStandbyMeta: WireMeta | null = null
@@ -188,6 +190,7 @@ export class PeerLink implements WriteListener {
 
   private noteMode(d: Decision): void {
     this.lastMode = { mode: d.mode, reason: d.reason, blocks: d.blocks, bytes: d.bytes, at: Date.now() }
+    this.onMode?.(this.peer.node, d.mode)
     this.log.info({ peer: this.peer.node, mode: d.mode, rule: d.rule, reason: d.reason, blocks: d.blocks, bytes: d.bytes }, 'catch-up mode chosen')
   }
 

@@ -38,6 +38,8 @@ export class ReplicationNode {
   readonly lastPeerMeta = new Map<string, WireMeta>()
   /** extra gate on client writes (controller lease); null = none */
   writeGate: (() => BlockrepError | null) | null = null
+  /** observers for metrics */
+  events: { modeChosen?: (peer: string, mode: string) => void; writeLatency?: (seconds: number) => void } = {}
 
   constructor(
     readonly store: NodeStore,
@@ -110,9 +112,11 @@ export class ReplicationNode {
       if (this.role !== 'primary') return new BlockrepError('ERR_NOT_PRIMARY', `${this.store.meta.nodeId} is not primary`)
       return this.writeGate?.() ?? null
     })
+    wp.onLatency = (s) => this.events.writeLatency?.(s)
     this.writePath = wp
     for (const p of this.cfg.peers) {
       const link = new PeerLink(p, this.store, wp, this.cfg.secret, this.cfg.tunables, this.log)
+      link.onMode = (peer, mode) => this.events.modeChosen?.(peer, mode)
       this.links.set(p.node, link)
       link.start()
     }

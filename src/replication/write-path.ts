@@ -33,6 +33,8 @@ export class WritePath {
   private throttleBytesPerSec = 0
   private throttleNext = 0
   private writable: () => BlockrepError | null = () => null
+  /** called with each acknowledged write's latency in seconds (metrics) */
+  onLatency: ((seconds: number) => void) | null = null
 
   constructor(
     private readonly store: NodeStore,
@@ -83,6 +85,7 @@ export class WritePath {
     if (offset < 0 || length < 0 || offset + length > vol.size) {
       throw new BlockrepError('ERR_NO_SPACE', `write of ${length} bytes at ${offset} passes the end of the ${vol.size}-byte volume`, { context: { offset, length, size: vol.size } })
     }
+    const started = performance.now()
     if (this.throttleBytesPerSec > 0) await this.throttle(length)
     const again = this.writable()
     if (again) throw again
@@ -95,6 +98,7 @@ export class WritePath {
     await this.commit.wait(rec.seq)
     const peers = [...this.listeners].map((l) => l.waitDurable(rec.seq))
     if (peers.length) await Promise.all(peers)
+    this.onLatency?.((performance.now() - started) / 1000)
     return rec.seq
   }
 
