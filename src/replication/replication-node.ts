@@ -211,7 +211,10 @@ export class ReplicationNode {
       }
       const head = Math.max(last.headSeq, link.ackedSeq())
       const consistent = last.consistent || link.state === 'streaming'
-      const d = decideFor(this.store, { ...last, headSeq: head, consistent, syncedOnce: last.syncedOnce || consistent, resyncRemaining: consistent ? null : last.resyncRemaining })
+      // a standby that synced since that META adopted our volume id and epoch history
+      const synced = link.state === 'streaming'
+      const view = synced ? { ...last, volumeId: this.store.meta.volumeId, epochs: this.store.meta.epochs } : last
+      const d = decideFor(this.store, { ...view, headSeq: head, consistent, syncedOnce: last.syncedOnce || consistent, resyncRemaining: consistent ? null : last.resyncRemaining })
       out.push({ node: link.nodeId, mode: d.mode, reason: d.reason, blocks: d.blocks, bytes: d.bytes })
     }
     return out
