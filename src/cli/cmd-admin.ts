@@ -12,7 +12,7 @@ export function register(program: Command): void {
     program
       .command('promote')
       .description('make this node primary in a new epoch')
-      .option('--force', 'promote even while inconsistent or while a primary peer is reachable'),
+      .option('--force', 'promote even while this node is inconsistent (an incomplete resync); demote the old primary first, or it is refused as split brain when it returns'),
   ).action(async (opts: AdminCliOptions & { force?: boolean }) => {
     const { epoch } = await adminClientFrom(opts).promote(opts.force === true)
     process.stdout.write(`promoted: primary in epoch ${epoch}\n`)

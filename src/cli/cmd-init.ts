@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import { Option } from 'commander'
 import type { Command } from 'commander'
 import { NodeStore, defaultPaths } from '../replication/node-store.js'
@@ -52,8 +53,9 @@ export function register(program: Command): void {
       if (flags.volumeId !== undefined && !UUID_RE.test(flags.volumeId)) {
         throw new BlockrepError('ERR_USAGE', `--volume-id "${flags.volumeId}" is not a UUID`, { context: { field: '--volume-id' } })
       }
-      const volumeId = flags.volumeId ?? (flags.role === 'primary' ? randomUUID() : '')
       const paths = defaultPaths(flags.data, flags.meta, flags.journal)
+      // a new primary gets a fresh id; re-running init on an existing volume validates it instead
+      const volumeId = flags.volumeId ?? (flags.role === 'primary' && !existsSync(paths.meta) ? randomUUID() : '')
       const meta = NodeStore.init({ ...paths, nodeId: flags.node, size, blockSize, journalSize, role: flags.role, volumeId })
       const out = cmd.parent?.configureOutput().writeOut ?? ((s: string) => process.stdout.write(s))
       out(

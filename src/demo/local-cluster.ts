@@ -136,7 +136,7 @@ export class Cluster {
       secret: SECRET,
       peers,
       log: { level: process.env.BLOCKREP_CLUSTER_LOG ?? 'info' },
-      tunables: { journalSize: this.opts.journalSize ?? 64 * 1024 * 1024, reconnectMinMs: 100, reconnectMaxMs: 500, heartbeatMs: 300, peerTimeoutMs: 3000, ...this.opts.tunables },
+      tunables: { journalSize: this.opts.journalSize ?? 64 * 1024 * 1024, maxBatchBytes: Math.min(4 * 1024 * 1024, (this.opts.journalSize ?? 64 * 1024 * 1024) / 4), reconnectMinMs: 100, reconnectMaxMs: 500, heartbeatMs: 300, peerTimeoutMs: 3000, ...this.opts.tunables },
       ...this.opts.extra?.[id],
     }
     writeFileSync(n.config, JSON.stringify(cfg, null, 2))

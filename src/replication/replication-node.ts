@@ -228,6 +228,8 @@ export class ReplicationNode {
       const acked = link.ackedSeq()
       const gap = journalGap(s, acked)
       const pm = s.meta.peers[link.nodeId]
+      // past the journal, the lag is what a BITMAP would move: the dirty blocks plus what the journal holds
+      const lagBytes = gap ? gap.bytes : (pm ? pm.dirty.size * s.meta.blockSize : 0) + (journalGap(s, j.tailSeq - 1)?.bytes ?? 0)
       peers.push({
         node: link.nodeId,
         address: link.peer.address,
@@ -236,7 +238,7 @@ export class ReplicationNode {
         lastMode: link.lastMode,
         ackedSeq: acked,
         lagSeq: link.lagSeq,
-        lagBytes: gap ? gap.bytes : -1,
+        lagBytes,
         bitmapBlocks: pm ? pm.dirty.size : 0,
         resync: link.meter.view(),
         lastError: link.lastError,
@@ -250,7 +252,7 @@ export class ReplicationNode {
         address: 'incoming',
         protocol: 'sync',
         state: sess.state === 'handshake' ? 'handshake' : sess.state,
-        lastMode: sess.mode ? { mode: sess.mode.mode, reason: sess.mode.reason, blocks: sess.mode.blocks, bytes: sess.mode.bytes, at: 0 } : null,
+        lastMode: sess.mode ? { mode: sess.mode.mode, reason: sess.mode.reason, blocks: sess.mode.blocks, bytes: sess.mode.bytes, at: sess.modeAt } : null,
         ackedSeq: j.headSeq,
         lagSeq: 0,
         lagBytes: 0,

@@ -36,6 +36,7 @@ export class StandbySession {
   primaryId: string | null = null
   private primaryVolumeId = ''
   mode: ModeMsg | null = null
+  modeAt = 0
   state: 'handshake' | 'syncing' | 'streaming' = 'handshake'
   round: { round: number; total: number; applied: number } | null = null
   private readonly commit: GroupCommit
@@ -115,6 +116,7 @@ export class StandbySession {
       throw new BlockrepError('ERR_HANDSHAKE_REFUSED', reason)
     }
     this.mode = mode
+    this.modeAt = Date.now()
     this.log.info({ primary: this.primaryId, mode: mode.mode, reason: mode.reason, blocks: mode.blocks, bytes: mode.bytes }, 'catch-up mode accepted')
     if (mode.branchSeq !== null) reportDivergence(this.store, mode.branchSeq, this.opts.divergencePolicy, this.log)
     if (mode.mode === 'NONE' || mode.mode === 'HEAD_DELTA') {
