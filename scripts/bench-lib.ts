@@ -154,7 +154,7 @@ export function summaryTable(rows: Row[]): string {
       r.figure,
       r.baseline,
       Number.isFinite(r.ratio) ? (r.ratio >= 100 ? r.ratio.toFixed(0) : r.ratio.toFixed(2)) : 'n/a',
-      r.info ? '-' : `${r.higherIsBetter ? '>=' : '<='} ${r.target}`,
+      r.info || r.figure === 'error' ? '-' : `${r.higherIsBetter ? '>=' : '<='} ${r.target}`,
       r.info ? 'info' : passed(r) ? 'PASS' : 'FAIL',
     ]),
     [false, true, true, true, false, false],

@@ -178,7 +178,13 @@ async function rawPipe(o: Required<BenchStreamingOptions>): Promise<number> {
 
 /** Median MiB/s of each configuration over `rounds` interleaved rounds, and the ratios. */
 export async function benchStreaming(opts: BenchStreamingOptions = {}): Promise<Record<string, number>> {
-  const o: Required<BenchStreamingOptions> = { totalMiB: 512, volumeMiB: 1024, journalMiB: 256, depth: 8, rounds: 2, ...opts }
+  const o: Required<BenchStreamingOptions> = {
+    totalMiB: opts.totalMiB ?? 512,
+    volumeMiB: opts.volumeMiB ?? 1024,
+    journalMiB: opts.journalMiB ?? 256,
+    depth: opts.depth ?? 8,
+    rounds: opts.rounds ?? 2,
+  }
   const say = progress('streaming')
   const r: Record<StreamConfig | 'pipe', number[]> = { pipe: [], none: [], async: [], sync: [] }
   for (let round = 1; round <= o.rounds; round++) {
@@ -217,7 +223,7 @@ export interface BenchHeadDeltaOptions {
 }
 
 export async function benchHeadDelta(opts: BenchHeadDeltaOptions = {}): Promise<Record<string, number>> {
-  const o = { gapMiB: 20, volumeMiB: 256, journalMiB: 64, ...opts }
+  const o = { gapMiB: opts.gapMiB ?? 20, volumeMiB: opts.volumeMiB ?? 256, journalMiB: opts.journalMiB ?? 64 }
   const say = progress('head-delta')
   return withCleanup(async (cleanup) => {
     const c = await Cluster.create(cleanup, {
@@ -320,7 +326,7 @@ function sameBlocks(fa: string, fb: string, blocks: Iterable<number>, bs: number
 }
 
 export async function benchCatchUp(opts: BenchCatchUpOptions = {}): Promise<Record<string, number>> {
-  const o = { volumeGiB: 4, journalMiB: 16, dirtyFraction: 0.01, ...opts }
+  const o = { volumeGiB: opts.volumeGiB ?? 4, journalMiB: opts.journalMiB ?? 16, dirtyFraction: opts.dirtyFraction ?? 0.01 }
   const say = progress('catch-up')
   const bs = 4096
   const size = o.volumeGiB * GiB

@@ -6,7 +6,7 @@
  * acknowledged write must read back with its content. Prints the catch-up
  * modes the primary chose and their counts. Exit code 1 on any failure.
  *
- *   node dist/scripts/soak.js [--minutes 5] [--protocol sync|async] [--size-mib 256] [--journal-mib 64] [--seed 1]
+ *   node dist/scripts/soak.js [--minutes 5] [--protocol sync|async] [--size-mib 256] [--journal-mib 128] [--seed 1]
  */
 import fs from 'node:fs'
 import { Cluster } from '../src/demo/local-cluster.js'
@@ -22,7 +22,7 @@ interface SoakOptions {
 }
 
 function parseArgs(argv: string[]): SoakOptions {
-  const o: SoakOptions = { minutes: 5, protocol: 'sync', sizeMiB: 256, journalMiB: 64, seed: 1 }
+  const o: SoakOptions = { minutes: 5, protocol: 'sync', sizeMiB: 256, journalMiB: 128, seed: 1 }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const v = argv[i + 1]
@@ -178,7 +178,7 @@ async function soak(o: SoakOptions): Promise<boolean> {
         await new Promise((r) => setTimeout(r, Math.min(deadline - Date.now(), 4000 + crnd() * 8000)))
         if (Date.now() >= deadline) break
         const victim = standbys[Math.floor(crnd() * standbys.length)]
-        const down = 500 + crnd() * 5000
+        const down = 200 + crnd() * 4000
         const st = await c.status('a')
         const p = st.peers.find((x) => x.node === victim)
         await c.kill(victim, 'SIGKILL')
