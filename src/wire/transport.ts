@@ -1,8 +1,10 @@
 import net from 'node:net'
 import { BlockrepError, ErrorCode } from '../util/errors.js'
 import { encodeFrame, FrameDecoder } from './frame-codec.js'
+import { FrameQueue } from './frame-queue.js'
 import { MAX_TEXT_LENGTH } from './validate.js'
 import type { CodecLimits } from './frame-codec.js'
+import type { CloseHandler, FrameHandler } from './frame-queue.js'
 import type { ErrorMsg, Frame, Message } from './messages.js'
 
 export type LogFn = (obj: object, msg: string) => void
@@ -22,16 +24,7 @@ export interface TransportOptions {
   log?: LogFn
 }
 
-/** Called for each frame in push mode. A throw closes the transport with that error. */
-export type FrameHandler = (frame: Frame) => void
-/** Called once when the transport ends: undefined after a plain local `close()`, else the reason. */
-export type CloseHandler = (err: Error | undefined) => void
-
-interface Waiter {
-  resolve: (f: Frame) => void
-  reject: (e: Error) => void
-  timer: NodeJS.Timeout | undefined
-}
+export type { CloseHandler, FrameHandler } from './frame-queue.js'
 
 /**
  * A framed replication connection over one `net.Socket`.
@@ -55,25 +48,14 @@ export class FrameTransport implements AsyncIterable<Frame> {
   private readonly decoder: FrameDecoder
   private readonly log: LogFn | undefined
   private readonly highWaterMark: number
-  private readonly maxQueuedBytes: number
   private readonly closeTimeoutMs: number
-
-  private queue: Frame[] = []
-  private queueHead = 0
-  private queuedBytes = 0
-  private readPaused = false
-  private waiters: Waiter[] = []
+  private readonly frames: FrameQueue
   private drainWaiters: { resolve: () => void; reject: (e: Error) => void }[] = []
-  private handler: FrameHandler | undefined
-  private onCloseHandler: CloseHandler | undefined
-  private consumerPaused = false
-  private delivering = false
 
   private ended = false
   private reason: Error | undefined
   /** what `onClose` / `whenClosed` report: undefined for a plain local close */
   private reported: Error | undefined
-  private closeNotified = false
   private readonly socketClosed: Promise<void>
 
   private sent = 0
@@ -87,10 +69,21 @@ export class FrameTransport implements AsyncIterable<Frame> {
     this.log = opts.log
     // never below the socket's own mark, or 'drain' (which only follows a write that returned false) could never come
     this.highWaterMark = Math.max(opts.highWaterMark ?? 1 << 20, socket.writableHighWaterMark)
-    this.maxQueuedBytes = opts.maxQueuedBytes ?? 16 << 20
     this.closeTimeoutMs = opts.closeTimeoutMs ?? 2000
     const host = socket.remoteAddress ?? '?'
     this.remote = `${host.includes(':') ? `[${host}]` : host}:${socket.remotePort ?? 0}`
+    this.frames = new FrameQueue({
+      remote: this.remote,
+      maxQueuedBytes: opts.maxQueuedBytes ?? 16 << 20,
+      isEnded: () => this.ended,
+      gone: op => this.gone(op),
+      closeReport: () => this.reported,
+      setReading: on => (on ? socket.resume() : socket.pause()),
+      handlerThrew: err => {
+        this.log?.({ remote: this.remote, err }, 'frame handler threw; closing the connection')
+        this.terminate(err, err, true)
+      },
+    })
     socket.setNoDelay(true)
     if (opts.idleTimeoutMs !== undefined && opts.idleTimeoutMs > 0) socket.setTimeout(opts.idleTimeoutMs)
 
@@ -168,22 +161,7 @@ export class FrameTransport implements AsyncIterable<Frame> {
    * once the connection has ended and every frame before the end was returned.
    */
   next(timeoutMs?: number): Promise<Frame> {
-    if (this.handler) {
-      return Promise.reject(new BlockrepError(ErrorCode.PROTOCOL, 'next() called on a transport in push mode', { context: { remote: this.remote } }))
-    }
-    const frame = this.shift()
-    if (frame) return Promise.resolve(frame)
-    if (this.ended) return Promise.reject(this.gone('next'))
-    return new Promise((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject, timer: undefined }
-      if (timeoutMs !== undefined) {
-        waiter.timer = setTimeout(() => {
-          this.waiters = this.waiters.filter(w => w !== waiter)
-          reject(new BlockrepError(ErrorCode.TIMEOUT, `no frame from ${this.remote} within ${timeoutMs} ms`, { context: { remote: this.remote, timeoutMs } }))
-        }, timeoutMs)
-      }
-      this.waiters.push(waiter)
-    })
+    return this.frames.next(timeoutMs)
   }
 
   /**
@@ -209,24 +187,17 @@ export class FrameTransport implements AsyncIterable<Frame> {
    * after the last frame. Call once, after the pull-mode handshake.
    */
   setHandler(onFrame: FrameHandler, onClose?: CloseHandler): void {
-    if (this.handler) throw new BlockrepError(ErrorCode.PROTOCOL, 'setHandler called twice', { context: { remote: this.remote } })
-    if (this.waiters.length > 0) throw new BlockrepError(ErrorCode.PROTOCOL, 'setHandler called while next() is pending', { context: { remote: this.remote } })
-    this.handler = onFrame
-    this.onCloseHandler = onClose
-    queueMicrotask(() => this.deliver())
+    this.frames.setHandler(onFrame, onClose)
   }
 
   /** Push mode: stop delivering frames and reading from the socket (receiver backpressure). */
   pause(): void {
-    this.consumerPaused = true
-    this.updateReading()
+    this.frames.pause()
   }
 
   /** Push mode: deliver queued frames again and resume reading. */
   resume(): void {
-    this.consumerPaused = false
-    this.updateReading()
-    queueMicrotask(() => this.deliver())
+    this.frames.resume()
   }
 
   /** Resolves once the socket is closed, with what `onClose` gets. Never rejects. */
@@ -244,8 +215,8 @@ export class FrameTransport implements AsyncIterable<Frame> {
   async close(err?: Error): Promise<void> {
     if (!this.ended) {
       this.terminate(err ?? this.goneError('closed locally'), err, true)
-      this.dropQueue()
-      this.notifyClose()
+      this.frames.drop()
+      this.frames.notifyClose()
     } else if (!this.socket.destroyed) {
       this.socket.end()
       setTimeout(() => this.socket.destroy(), this.closeTimeoutMs).unref()
@@ -263,81 +234,12 @@ export class FrameTransport implements AsyncIterable<Frame> {
     } catch (err) {
       error = err as Error
     }
-    for (const f of frames) this.enqueue(f)
+    for (const f of frames) {
+      this.framesIn++
+      this.frames.push(f)
+    }
     if (error) this.fail(error)
-    else this.deliver()
-  }
-
-  private enqueue(frame: Frame): void {
-    this.framesIn++
-    const waiter = this.waiters.shift()
-    if (waiter && this.queueHead === this.queue.length) {
-      if (waiter.timer) clearTimeout(waiter.timer)
-      waiter.resolve(frame)
-      return
-    }
-    if (waiter) this.waiters.unshift(waiter)
-    this.queue.push(frame)
-    this.queuedBytes += frame.payload.length
-    this.updateReading()
-  }
-
-  private shift(): Frame | undefined {
-    if (this.queueHead === this.queue.length) return undefined
-    const frame = this.queue[this.queueHead]!
-    this.queue[this.queueHead++] = undefined as unknown as Frame
-    if (this.queueHead === this.queue.length) {
-      this.queue = []
-      this.queueHead = 0
-    } else if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.queueHead)
-      this.queueHead = 0
-    }
-    this.queuedBytes -= frame.payload.length
-    this.updateReading()
-    return frame
-  }
-
-  private dropQueue(): void {
-    this.queue = []
-    this.queueHead = 0
-    this.queuedBytes = 0
-  }
-
-  private updateReading(): void {
-    const stop = this.consumerPaused || this.queuedBytes > this.maxQueuedBytes
-    if (stop && !this.readPaused) {
-      this.readPaused = true
-      this.socket.pause()
-    } else if (!stop && this.readPaused && this.queuedBytes <= this.maxQueuedBytes / 2) {
-      this.readPaused = false
-      this.socket.resume()
-    }
-  }
-
-  /** Push mode: hand queued frames to the handler; report the end once they are all out. */
-  private deliver(): void {
-    if (!this.handler || this.delivering) return
-    this.delivering = true
-    try {
-      while (!this.consumerPaused && this.handler) {
-        const frame = this.shift()
-        if (!frame) break
-        try {
-          this.handler(frame)
-        } catch (err) {
-          if (!this.ended) {
-            this.log?.({ remote: this.remote, err }, 'frame handler threw; closing the connection')
-            this.terminate(err as Error, err as Error, true)
-            this.dropQueue()
-          }
-          break
-        }
-      }
-    } finally {
-      this.delivering = false
-    }
-    if (this.ended && this.queueHead === this.queue.length) this.notifyClose()
+    else this.frames.deliver()
   }
 
   /** A decoder error, idle timeout: log, tell the peer, keep what was decoded before it. */
@@ -345,20 +247,20 @@ export class FrameTransport implements AsyncIterable<Frame> {
     if (this.ended) return
     this.log?.({ remote: this.remote, code: (err as BlockrepError).code, err }, `closing replication connection: ${err.message}`)
     this.terminate(err, err, true)
-    this.deliver()
+    this.frames.deliver()
     this.flushWaiters()
   }
 
   private peerGone(err: Error | undefined): void {
     if (this.ended) {
       this.flushWaiters()
-      this.deliver()
+      this.frames.deliver()
       return
     }
     const reason = this.goneError(err ? `connection error: ${err.message}` : 'peer closed the connection', err)
     if (err) this.log?.({ remote: this.remote, err }, `replication connection failed: ${err.message}`)
     this.terminate(reason, reason, false)
-    this.deliver()
+    this.frames.deliver()
     this.flushWaiters()
   }
 
@@ -368,10 +270,7 @@ export class FrameTransport implements AsyncIterable<Frame> {
     this.reason = reason
     this.reported = reported
     for (const w of this.drainWaiters.splice(0)) w.reject(reason)
-    for (const w of this.waiters.splice(0)) {
-      if (w.timer) clearTimeout(w.timer)
-      w.reject(reason)
-    }
+    this.frames.rejectWaiters(reason)
     if (!endSocket || this.socket.destroyed) return
     if (reported instanceof BlockrepError && this.socket.writable) {
       try {
@@ -393,18 +292,7 @@ export class FrameTransport implements AsyncIterable<Frame> {
 
   /** Pull mode: once the queue is empty after the end, reject whoever still waits. */
   private flushWaiters(): void {
-    if (this.queueHead !== this.queue.length) return
-    for (const w of this.waiters.splice(0)) {
-      if (w.timer) clearTimeout(w.timer)
-      w.reject(this.reason ?? this.goneError('closed'))
-    }
-  }
-
-  private notifyClose(): void {
-    const cb = this.onCloseHandler
-    if (this.closeNotified || !cb) return
-    this.closeNotified = true
-    queueMicrotask(() => cb(this.reported))
+    if (this.frames.empty) this.frames.rejectWaiters(this.reason ?? this.goneError('closed'))
   }
 
   private settleDrain(): void {
