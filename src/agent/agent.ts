@@ -33,6 +33,8 @@ export function replicationConfig(cfg: AgentConfig): ReplicationConfig {
       reconnectMinMs: t.reconnectMinMs,
       reconnectMaxMs: t.reconnectMaxMs,
       heartbeatMs: t.heartbeatMs,
+      groupCommitMs: t.groupCommitMs,
+      maxBatchBytes: t.maxBatchBytes,
       peerTimeoutMs: t.peerTimeoutMs,
       divergencePolicy: t.divergencePolicy,
     },
@@ -72,6 +74,10 @@ export class Agent {
     if (store.meta.nodeId !== cfg.node && store.meta.nodeId !== '') {
       store.close(false)
       throw new BlockrepError('ERR_CONFIG', `${cfg.meta} belongs to node ${store.meta.nodeId}, config says ${cfg.node}`, { context: { field: 'node' } })
+    }
+    if (cfg.volumeId && store.meta.volumeId && cfg.volumeId !== store.meta.volumeId) {
+      store.close(false)
+      throw new BlockrepError('ERR_CONFIG', `${cfg.data} holds volume ${store.meta.volumeId}, config says ${cfg.volumeId}: is the config pointing at the wrong disk?`, { context: { field: 'volumeId', found: store.meta.volumeId, expected: cfg.volumeId } })
     }
     if (store.meta.nodeId === '') store.meta.nodeId = cfg.node
     const r = store.recovery

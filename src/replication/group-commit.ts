@@ -8,6 +8,8 @@ export class GroupCommit {
   private syncing = false
   private waiters: { seq: number; resolve: () => void; reject: (e: Error) => void }[] = []
   private failed: Error | null = null
+  private pendingBytes = 0
+  private timer: NodeJS.Timeout | null = null
 
   /**
    * @param sync durably persists everything appended so far
@@ -17,6 +19,10 @@ export class GroupCommit {
     private readonly sync: () => Promise<void>,
     private readonly head: () => number,
     initialDurable: number,
+    /** wait this long before a sync to let more writes join it (0 = at once) */
+    private readonly delayMs = 0,
+    /** with a delay: start the sync early once this many bytes wait */
+    private readonly maxBatchBytes = Infinity,
   ) {
     this.durable = initialDurable
   }
@@ -41,10 +47,32 @@ export class GroupCommit {
     this.release()
   }
 
+  /** Bytes appended since the last sync started; with a delay, reaching maxBatchBytes starts the sync early. */
+  noteAppended(bytes: number): void {
+    this.pendingBytes += bytes
+    if (this.timer && this.pendingBytes >= this.maxBatchBytes) {
+      clearTimeout(this.timer)
+      this.timer = null
+      this.startSync()
+    }
+  }
+
   private kick(): void {
     if (this.syncing || this.waiters.length === 0) return
     this.syncing = true
+    if (this.delayMs > 0 && this.pendingBytes < this.maxBatchBytes) {
+      this.timer = setTimeout(() => {
+        this.timer = null
+        this.startSync()
+      }, this.delayMs)
+    } else {
+      this.startSync()
+    }
+  }
+
+  private startSync(): void {
     const target = this.head()
+    this.pendingBytes = 0
     this.sync().then(
       () => {
         this.syncing = false

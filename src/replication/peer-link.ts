@@ -11,13 +11,14 @@ import type { HandshakeResult } from './primary-handshake.js'
 import { ResyncSender } from './resync-sender.js'
 import type { ResyncTunables } from './resync-sender.js'
 import { ResyncMeter } from './resync-meter.js'
+import type { PeerState } from './status-types.js'
 import { Verifier } from './verifier.js'
 import type { VerifyOutcome } from './verifier.js'
 import { BlockrepError, isCode } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
 import { crc32c } from '../util/crc32c.js'
 
-export type PeerState = 'connecting' | 'handshake' | 'syncing' | 'streaming' | 'disconnected'
+export type { PeerState } from './status-types.js'
 
 export interface PeerConfig {
   node: string
@@ -30,6 +31,9 @@ export interface LinkTunables extends ResyncTunables {
   reconnectMinMs: number
   reconnectMaxMs: number
   heartbeatMs: number
+  /** wait this long before a journal sync to gather more writes into it (0 = sync at once) */
+  groupCommitMs: number
+  maxBatchBytes: number
   peerTimeoutMs: number
 }
 

@@ -11,7 +11,7 @@ import { decideFor } from './primary-handshake.js'
 import { journalGap } from './facts.js'
 import { BlockrepError } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
-import type { NodeStatus, PeerStatus, PlanEntry } from '../agent/status-types.js'
+import type { NodeStatus, PeerStatus, PlanEntry } from './status-types.js'
 
 export interface ReplicationConfig {
   secret: string
@@ -85,6 +85,7 @@ export class ReplicationNode {
       {
         secret: this.cfg.secret,
         peerTimeoutMs: this.cfg.tunables.peerTimeoutMs,
+        groupCommitMs: this.cfg.tunables.groupCommitMs,
         divergencePolicy: this.cfg.tunables.divergencePolicy,
         onAuthenticated: (s, primaryId) => {
           for (const other of this.sessions) {
@@ -106,7 +107,7 @@ export class ReplicationNode {
   }
 
   private becomePrimary(): void {
-    const wp = new WritePath(this.store, this.log)
+    const wp = new WritePath(this.store, this.log, this.cfg.tunables)
     wp.setWritableCheck(() => {
       if (this.closing) return new BlockrepError('ERR_SHUTDOWN', 'the agent is shutting down')
       if (this.role !== 'primary') return new BlockrepError('ERR_NOT_PRIMARY', `${this.store.meta.nodeId} is not primary`)

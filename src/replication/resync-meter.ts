@@ -1,15 +1,8 @@
 import type { ResyncProgressSink } from './resync-sender.js'
+import type { ResyncProgress } from './status-types.js'
 
-export interface ResyncProgressView {
-  mode: 'BITMAP' | 'FULL'
-  round: number
-  blocksTotal: number
-  blocksDone: number
-  bytesDone: number
-  startedAt: number
-  rateBytesPerSec: number
-  etaSeconds: number | null
-}
+/** What `status` shows of a resync in progress. */
+export type ResyncProgressView = ResyncProgress
 
 /**
  * Progress of one resync: blocks and bytes done in the current round, a rate

@@ -15,6 +15,7 @@ import type { Logger } from '../util/log.js'
 export interface StandbyOptions {
   secret: string
   peerTimeoutMs: number
+  groupCommitMs: number
   divergencePolicy: 'keep' | 'discard'
   /** called once the primary has authenticated; the node closes any older session */
   onAuthenticated?: (s: StandbySession, primaryId: string) => void
@@ -53,7 +54,7 @@ export class StandbySession {
     private readonly log: Logger,
   ) {
     const j = store.journal
-    this.commit = new GroupCommit(() => j.sync(), () => j.headSeq, j.headSeq)
+    this.commit = new GroupCommit(() => j.sync(), () => j.headSeq, j.headSeq, opts.groupCommitMs)
   }
 
   /** Runs the session until the connection ends; resolves normally on a clean close. */

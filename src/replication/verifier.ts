@@ -3,6 +3,7 @@ import type { Frame } from '../wire/messages.js'
 import type { NodeStore } from './node-store.js'
 import { rangeDigests } from './resync-sender.js'
 import { BlockrepError } from '../util/errors.js'
+import type { ProgressFigures } from './status-types.js'
 
 export interface VerifyOutcome {
   blocksCompared: number
@@ -10,14 +11,7 @@ export interface VerifyOutcome {
   seconds: number
 }
 
-export interface VerifyProgress {
-  blocksTotal: number
-  blocksDone: number
-  bytesDone: number
-  startedAt: number
-  rateBytesPerSec: number
-  etaSeconds: number | null
-}
+export type VerifyProgress = ProgressFigures
 
 /** Ranges that differ are compared again this many times (after the standby caught up) before being reported. */
 const RECHECKS = 3

@@ -39,8 +39,9 @@ export class WritePath {
   constructor(
     private readonly store: NodeStore,
     private readonly log: Logger,
+    batching: { groupCommitMs: number; maxBatchBytes: number } = { groupCommitMs: 0, maxBatchBytes: Infinity },
   ) {
-    this.commit = new GroupCommit(() => store.journal.sync(), () => store.journal.headSeq, store.journal.headSeq)
+    this.commit = new GroupCommit(() => store.journal.sync(), () => store.journal.headSeq, store.journal.headSeq, batching.groupCommitMs, batching.maxBatchBytes)
     store.journal.onReclaim = (evicted: JournalEntryInfo[]) => this.onReclaim(evicted)
   }
 
@@ -94,6 +95,7 @@ export class WritePath {
     if (data) vol.write(offset, data)
     else vol.zero(offset, length)
     this.remember(rec)
+    this.commit.noteAppended(length)
     for (const l of this.listeners) l.onAppend(rec)
     await this.commit.wait(rec.seq)
     const peers = [...this.listeners].map((l) => l.waitDurable(rec.seq))
