@@ -24,6 +24,12 @@
  */
 import type { BitmapFactory, BlockBitmap, EpochEntry } from '../storage/types.js'
 import type { WireMeta } from '../wire/messages.js'
+import {
+  bitmapReason, differsReason, divergenceBitmapWhy, divergenceUnknownWhy, fullReason, headDeltaReason, inSyncReason,
+  knownBlocksWhy, lostAckedNote, META_CORRUPT_WHY, notPrimaryReason, refuseReason, splitBrainReason, supersededReason,
+  unknownChangesWhy, unresumableWhy,
+} from './decide-reasons.js'
+import type { BranchFigures } from './decide-reasons.js'
 import { branchPoint, newestEpoch } from './history.js'
 
 export type DecisionMode = 'REFUSE' | 'NONE' | 'HEAD_DELTA' | 'BITMAP' | 'FULL'
@@ -158,14 +164,14 @@ export function decide(primary: PrimaryFacts, standby: StandbyFacts, opts: Decid
   const refusals = refusalReasons(primary, standby)
   if (refusals.length > 0) {
     return {
-      mode: 'REFUSE', rule: 0, reason: `REFUSE (rule 0): ${refusals.join('; ')}`,
+      mode: 'REFUSE', rule: 0, reason: refuseReason(refusals),
       blocks: 0, bytes: 0, divergence: null, bitmap: null, fromSeq: 0, toSeq: 0,
     }
   }
 
   const full = (rule: 1 | 2 | 6, why: string, divergence: Decision['divergence'] = null): Decision => ({
     mode: 'FULL', rule,
-    reason: `FULL (rule ${rule}): ${why}; sending every block (${totalBlocks} blocks, ${primary.size} bytes)`,
+    reason: fullReason(rule, why, totalBlocks, primary.size),
     blocks: totalBlocks, bytes: primary.size, divergence, bitmap: null, fromSeq: 0, toSeq: pHead,
   })
   const bitmapOf = (rule: 2 | 5, parts: BlockBitmap[], fromSeq: number, why: (n: number) => string,
@@ -176,7 +182,7 @@ export function decide(primary: PrimaryFacts, standby: StandbyFacts, opts: Decid
     if (totalBlocks < 2 ** 32) set.removeRange(totalBlocks, 2 ** 32)
     const blocks = set.size
     return {
-      mode: 'BITMAP', rule, reason: `BITMAP (rule ${rule}): ${why(blocks)}`,
+      mode: 'BITMAP', rule, reason: bitmapReason(rule, why(blocks)),
       blocks, bytes: bytesOf(set, primary.size, primary.blockSize, totalBlocks),
       divergence, bitmap: set, fromSeq, toSeq: pHead,
     }
@@ -184,54 +190,41 @@ export function decide(primary: PrimaryFacts, standby: StandbyFacts, opts: Decid
 
   // Rule 1 -----------------------------------------------------------------
   if (m.metaCorrupt) {
-    return full(1, "the standby's metadata failed its checksum, so its head and history cannot be trusted (writes it may hold beyond the primary's history cannot be identified)")
+    return full(1, META_CORRUPT_WHY)
   }
   const { branch, aheadOnHistory } = branchOf(primary.epochs, pHead, m.epochs, sHead)
   const divergence = branch === null ? null : { branchSeq: branch, primaryFromSeq: branch + 1, standbyToSeq: sHead }
-  const divergedHow = branch === null ? '' : aheadOnHistory
-    ? `the standby's head ${sHead} is ahead of the primary's head ${pHead} on the same history: it holds ${seqs(branch + 1, sHead)} that the primary lost`
-    : `the standby's ${seqs(branch + 1, sHead)} are not on the primary's history (branch seq ${branch})`
 
   // "never completed a sync" counts as inconsistent whatever the flag says.
   const inconsistent = !m.consistent || !m.syncedOnce
   const remaining = inconsistent ? standby.resyncRemaining : null
   if (inconsistent && remaining === null) {
-    const what = !m.syncedOnce ? 'the standby never completed a sync' : 'the standby is inconsistent (an interrupted resync)'
-    const why = m.resyncRemaining !== null
-      ? 'its resync-remaining bitmap failed to deserialize'
-      : 'it has no resync-remaining bitmap to resume from'
-    const also = branch === null ? '' : `; divergence: ${divergedHow}, and they will be overwritten`
-    return full(1, `${what} and ${why}${also}`, divergence)
+    return full(1, unresumableWhy(m.syncedOnce, m.resyncRemaining !== null,
+      branch === null ? null : { branch, sHead, pHead, aheadOnHistory }), divergence)
   }
   const resumeParts = remaining === null ? [] : [remaining]
-  const resumeNote = remaining === null ? '' : ` ∪ ${count(remaining.size, 'block')} still to resume from the interrupted resync`
+  const remainingBlocks = remaining === null ? null : remaining.size
 
   // Rule 2 -----------------------------------------------------------------
   if (branch !== null) {
+    const d: BranchFigures = { branch, sHead, pHead, aheadOnHistory }
     // The primary wrote nothing after its own head.
     const mine = branch >= pHead ? opts.bitmaps.create() : primary.blocksSinceBranch
     const theirs = standby.divergence
     if (mine === null || theirs == null) {
-      const unknown = [
-        mine === null ? `which blocks the primary wrote in ${seqs(branch + 1, pHead)}` : '',
-        theirs === undefined ? 'which blocks the standby wrote after the branch (it was not asked)'
-          : theirs === null ? "which blocks the standby wrote after the branch (its journal no longer reaches back)" : '',
-      ].filter(s => s !== '').join(' and ')
-      return full(2, `divergence: ${divergedHow}, and it is unknown ${unknown}`, divergence)
+      const standbyAnswer = theirs === undefined ? 'not asked' : theirs === null ? 'unknown' : 'known'
+      return full(2, divergenceUnknownWhy(d, mine !== null, standbyAnswer), divergence)
     }
-    const primaryPart = branch >= pHead ? 'the primary wrote nothing after it'
-      : `${count(mine.size, 'block')} the primary wrote in ${seqs(branch + 1, pHead)}`
-    return bitmapOf(2, [mine, theirs, ...resumeParts], branch, n =>
-      `divergence: ${divergedHow}; the standby rolls back to seq ${branch} and receives ${count(n, 'block')}` +
-      ` (${primaryPart}` +
-      ` ∪ ${count(theirs.size, 'block')} the standby wrote after the branch${resumeNote})`, divergence)
+    return bitmapOf(2, [mine, theirs, ...resumeParts], branch, n => divergenceBitmapWhy(d, {
+      blocks: n, primaryBlocks: mine.size, standbyBlocks: theirs.size, remainingBlocks,
+    }), divergence)
   }
 
   // Rule 3 -----------------------------------------------------------------
   if (sHead === pHead && !inconsistent) {
     return {
       mode: 'NONE', rule: 3,
-      reason: `NONE (rule 3): both heads are at seq ${pHead} on the same history and the standby is consistent`,
+      reason: inSyncReason(pHead),
       blocks: 0, bytes: 0, divergence: null, bitmap: null, fromSeq: pHead, toSeq: pHead,
     }
   }
@@ -240,17 +233,14 @@ export function decide(primary: PrimaryFacts, standby: StandbyFacts, opts: Decid
   const journalCovers = primary.journalTail <= sHead + 1
   const peer = primary.peer
   const lostAcked = peer !== null && sHead < peer.ackedSeq
-  const lostNote = lostAcked
-    ? ` (the standby's head ${sHead} is behind the seq ${peer.ackedSeq} it acknowledged: it lost acknowledged writes)`
-    : ''
+  const lostNote = lostAckedNote(lostAcked, sHead, peer?.ackedSeq)
   if (journalCovers && !inconsistent) {
     const records = primary.journalRecordsSinceStandbyHead ?? pHead - sHead
     const blocks = primary.blocksSinceStandbyHead ?? primary.bitmapSinceStandbyHead?.size ?? records
     const bytes = primary.journalBytesSinceStandbyHead ?? blocks * primary.blockSize
     return {
       mode: 'HEAD_DELTA', rule: 4,
-      reason: `HEAD_DELTA (rule 4): replaying ${count(records, 'record')} (${seqs(sHead + 1, pHead)},` +
-        ` ~${count(blocks, 'block')}, ${bytes} bytes) from the primary's journal, which starts at seq ${primary.journalTail}${lostNote}`,
+      reason: headDeltaReason({ records, blocks, bytes, sHead, pHead, journalTail: primary.journalTail, lostNote }),
       blocks, bytes, divergence: null, bitmap: null, fromSeq: sHead, toSeq: pHead,
     }
   }
@@ -261,27 +251,17 @@ export function decide(primary: PrimaryFacts, standby: StandbyFacts, opts: Decid
     ? opts.bitmaps.create()
     : journalCovers || bitmapCovers ? primary.bitmapSinceStandbyHead ?? null : null
   if (since !== null) {
-    const written = `${count(since.size, 'block')} written in ${seqs(sHead + 1, pHead)}`
-    const source = journalCovers ? `the journal holds ${seqs(sHead + 1, pHead)}`
-      : `the journal starts at seq ${primary.journalTail} and the dirty bitmap covers the rest of ${seqs(sHead + 1, pHead)}`
     // Equal heads reach here only to resume (rule 3 took the consistent case).
-    return bitmapOf(5, [since, ...resumeParts], sHead, n => remaining !== null
-      ? `resuming an interrupted resync at standby head ${sHead}: sending ${count(n, 'block')}` +
-        ` (${count(remaining.size, 'block')} remaining` +
-        `${sHead === pHead ? '; nothing was written since' : ` ∪ ${written}; ${source}`})${lostNote}`
-      : `${source}: sending ${count(n, 'block')} (${written})`)
+    return bitmapOf(5, [since, ...resumeParts], sHead, n => knownBlocksWhy({
+      blocks: n, sinceBlocks: since.size, sHead, pHead, journalCovers, journalTail: primary.journalTail,
+      remainingBlocks, lostNote,
+    }))
   }
 
   // Rule 6 -----------------------------------------------------------------
-  const journalWhy = `the journal starts at seq ${primary.journalTail}, after the standby's next seq ${sHead + 1},`
-  const bitmapWhy = peer === null ? 'the primary has no record of this peer (no dirty bitmap)'
-    : !peer.bitmapValid ? "the primary's dirty bitmap for this peer is not valid"
-      : lostAcked ? `the standby's head ${sHead} is behind the seq ${peer.ackedSeq} it acknowledged (it lost acknowledged writes), which the dirty bitmap does not cover`
-        : `the blocks written in ${seqs(sHead + 1, pHead)} could not be assembled`
-  const what = remaining !== null
-    ? `cannot resume the interrupted resync (${count(remaining.size, 'block')} remaining): the blocks written since its head ${sHead} are unknown`
-    : `cannot tell which blocks changed in ${seqs(sHead + 1, pHead)}`
-  return full(6, journalCovers ? `${what}: ${bitmapWhy}` : `${what}: ${journalWhy} and ${bitmapWhy}`)
+  return full(6, unknownChangesWhy({
+    sHead, pHead, journalCovers, journalTail: primary.journalTail, peer, lostAcked, remainingBlocks,
+  }))
 }
 
 /** Rule 0 checks, in the order an operator should fix them. */
@@ -289,22 +269,20 @@ function refusalReasons(p: PrimaryFacts, s: StandbyFacts): string[] {
   const m = s.meta
   const out: string[] = []
   const differs = (what: string, mine: string | number, theirs: string | number): void => {
-    if (mine !== theirs) out.push(`${what} differs (primary ${fmt(mine)}, standby ${fmt(theirs)})`)
+    if (mine !== theirs) out.push(differsReason(what, mine, theirs))
   }
   differs('protocol version', p.version, s.version)
   differs('volumeId', p.volumeId, m.volumeId)
   differs('blockSize', p.blockSize, m.blockSize)
   differs('size', p.size, m.size)
   if (p.role !== 'primary') {
-    out.push(`this node is not primary (role ${p.role}, peer ${m.role}); only the primary decides`)
+    out.push(notPrimaryReason(p.role, m.role))
   } else if (m.role === 'primary') {
-    out.push(`split brain: both nodes are primary (this node's newest epoch ${fmtEpoch(p.epochs)}, head ${p.headSeq};` +
-      ` the peer ${m.nodeId}'s newest epoch ${fmtEpoch(m.epochs)}, head ${m.headSeq}); demote one of them`)
+    out.push(splitBrainReason(p.epochs, p.headSeq, m.nodeId, m.epochs, m.headSeq))
   } else if (!m.metaCorrupt && newestEpoch(m.epochs) > newestEpoch(p.epochs)) {
     // Another node was promoted after this one: syncing would drag the standby
     // onto this primary's dead branch and overwrite the new primary's writes.
-    out.push(`this primary was superseded: the standby ${m.nodeId} knows epoch ${fmtEpoch(m.epochs)},` +
-      ` newer than this node's newest epoch ${fmtEpoch(p.epochs)}; demote this node`)
+    out.push(supersededReason(m.nodeId, m.epochs, p.epochs))
   }
   return out
 }
@@ -314,22 +292,4 @@ function bytesOf(set: BlockBitmap, size: number, blockSize: number, totalBlocks:
   let bytes = set.size * blockSize
   if (totalBlocks > 0 && set.has(totalBlocks - 1)) bytes -= totalBlocks * blockSize - size
   return Math.max(0, bytes)
-}
-
-function fmt(v: string | number): string {
-  return typeof v === 'string' ? JSON.stringify(v) : String(v)
-}
-
-function fmtEpoch(epochs: readonly EpochEntry[]): string {
-  const e = epochs[epochs.length - 1]
-  return e === undefined ? '(none)' : `${e.epoch} by ${e.nodeId} from seq ${e.startSeq}`
-}
-
-function seqs(from: number, to: number): string {
-  if (from > to) return 'no seqs'
-  return from === to ? `seq ${from}` : `seqs ${from}..${to}`
-}
-
-function count(n: number, noun: string): string {
-  return `${n} ${noun}${n === 1 ? '' : 's'}`
 }
