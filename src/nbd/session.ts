@@ -1,12 +1,13 @@
 import type { BlockEngine } from './engine.js'
 import {
-  CLIENT_FLAGS_KNOWN, ClientFlag, Cmd, CmdFlag, CmdName, Errno, HandshakeFlag, Limits, OptionName, Size, nameOf,
+  CLIENT_FLAGS_KNOWN, ClientFlag, Cmd, Errno, HandshakeFlag, Limits, OptionName, Size, nameOf,
 } from './constants.js'
 import { NbdDecoder, encodeGreeting, encodeSimpleReply } from './codec.js'
 import type { Frame, OptionFrame, RequestFrame } from './codec.js'
-import { nbdErrno } from './errno.js'
 import { answerOption, transmissionFlags } from './handshake.js'
 import type { ExportView } from './handshake.js'
+import { RequestRunner } from './requests.js'
+import type { RequestResult } from './requests.js'
 
 /** What the session needs from its transport (a net.Socket in production, an array in tests). */
 export interface SessionOutput {
@@ -68,17 +69,6 @@ export interface SessionOptions {
 
 type State = 'handshake' | 'transmission' | 'draining' | 'closed'
 
-interface Mutation {
-  start: number
-  end: number
-  done: Promise<void>
-}
-
-interface Result {
-  error: number
-  data?: Buffer
-}
-
 const noop = (): void => {}
 const silent: NbdLogger = { debug: noop, info: noop, warn: noop, error: noop }
 
@@ -92,10 +82,10 @@ export const DEFAULT_SESSION_LIMITS: SessionLimits = {
 
 /**
  * One NBD connection: fixed-newstyle handshake, then transmission. Requests
- * run concurrently up to the limits; a mutation (WRITE, WRITE_ZEROES, TRIM)
- * waits for earlier mutations of this connection that overlap it, a READ for
- * earlier overlapping mutations, a FLUSH for every earlier mutation. Replies go
- * out as they complete, each header + data written back to back.
+ * run concurrently up to the limits, ordered by `RequestRunner` (a mutation
+ * waits for earlier overlapping mutations, a READ for earlier overlapping
+ * mutations, a FLUSH for every earlier mutation). Replies go out as they
+ * complete, each header + data written back to back.
  */
 export class NbdSession {
   private readonly engine: BlockEngine
@@ -107,6 +97,7 @@ export class NbdSession {
   private readonly id: number
   private readonly decoder: NbdDecoder
   private readonly exportView: ExportView
+  private readonly requests: RequestRunner
   private state: State = 'handshake'
   private shuttingDown = false
   private noZeroes = false
@@ -117,7 +108,6 @@ export class NbdSession {
   private reading = true
   private pumping = false
   private peerDone = false
-  private readonly mutations = new Set<Mutation>()
   /** releases for replies handed to the transport but not yet flushed */
   private readonly unflushed = new Set<() => void>()
   private idleWaiters: Array<() => void> = []
@@ -143,6 +133,7 @@ export class NbdSession {
     if (this.limits.maxBytesInFlight < this.limits.maxPayload + Size.REQUEST) {
       this.limits.maxBytesInFlight = this.limits.maxPayload + Size.REQUEST
     }
+    this.requests = new RequestRunner(this.engine, this.log, this.stats, this.id, this.limits.maxPayload)
   }
 
   get phase(): State {
@@ -314,129 +305,12 @@ export class NbdSession {
     this.inflight++
     this.inflightBytes += cost
     this.stats.requests++
-    const run = this.shuttingDown ? Promise.resolve({ error: Errno.ESHUTDOWN }) : this.execute(f)
+    const run = this.shuttingDown ? Promise.resolve({ error: Errno.ESHUTDOWN }) : this.requests.run(f)
     void run.then(result => this.finish(f, result, cost))
   }
 
-  private execute(f: RequestFrame): Promise<Result> {
-    const bad = this.validate(f)
-    if (bad !== Errno.OK) return Promise.resolve({ error: bad })
-    const end = f.offset + f.length
-    const fua = (f.flags & CmdFlag.FUA) !== 0
-    switch (f.command) {
-      case Cmd.READ: {
-        const deps = this.overlapping(f.offset, end)
-        return this.guard(async () => {
-          await deps
-          if (f.length === 0) return { error: Errno.OK, data: Buffer.alloc(0) }
-          const data = await this.engine.read(f.offset, f.length)
-          if (data.length !== f.length) return { error: Errno.EIO }
-          return { error: Errno.OK, data }
-        })
-      }
-      case Cmd.WRITE: {
-        const data = f.data as Buffer
-        return this.mutate(f.offset, end, () => this.engine.write(f.offset, data, { fua }))
-      }
-      case Cmd.WRITE_ZEROES:
-        return this.mutate(f.offset, end, () =>
-          this.chunked(f.offset, f.length, (o, n) => this.engine.writeZeroes(o, n, { fua })))
-      case Cmd.TRIM:
-        return this.mutate(f.offset, end, async () => {
-          await this.chunked(f.offset, f.length, (o, n) => this.engine.trim(o, n))
-          // trim has no fua parameter: a flush makes whatever it did durable
-          if (fua) await this.engine.flush()
-        })
-      case Cmd.FLUSH: {
-        const deps = Promise.all([...this.mutations].map(m => m.done))
-        return this.guard(async () => {
-          await deps
-          await this.engine.flush()
-          return { error: Errno.OK }
-        })
-      }
-      default:
-        return Promise.resolve({ error: Errno.EINVAL })
-    }
-  }
-
-  /** Errno for a request that must not reach the engine, or OK. */
-  private validate(f: RequestFrame): number {
-    const allowed = f.command === Cmd.WRITE_ZEROES ? CmdFlag.FUA | CmdFlag.NO_HOLE : CmdFlag.FUA
-    if ((f.flags & ~allowed) !== 0) return Errno.EINVAL
-    const size = this.engine.size
-    const end = f.offset + f.length
-    switch (f.command) {
-      case Cmd.READ:
-        if (f.length > this.limits.maxPayload) return Errno.EINVAL
-        return end > size ? Errno.EINVAL : Errno.OK
-      case Cmd.WRITE:
-      case Cmd.WRITE_ZEROES:
-        if (this.engine.isReadOnly()) return Errno.EPERM
-        return end > size ? Errno.ENOSPC : Errno.OK
-      case Cmd.TRIM:
-        if (this.engine.isReadOnly()) return Errno.EPERM
-        return end > size ? Errno.EINVAL : Errno.OK
-      case Cmd.FLUSH:
-        return Errno.OK
-      default:
-        return Errno.EINVAL
-    }
-  }
-
-  /**
-   * TRIM and WRITE_ZEROES carry no payload, so clients send them past the
-   * maximum block size (qemu: up to 2 GiB); the engine gets pieces no larger
-   * than a WRITE could be.
-   */
-  private async chunked(offset: number, length: number, fn: (offset: number, length: number) => Promise<void>): Promise<void> {
-    for (let done = 0; done < length;) {
-      const n = Math.min(length - done, this.limits.maxPayload)
-      await fn(offset + done, n)
-      done += n
-    }
-  }
-
-  private overlapping(start: number, end: number): Promise<unknown> | undefined {
-    const deps: Promise<void>[] = []
-    for (const m of this.mutations) if (m.start < end && start < m.end) deps.push(m.done)
-    return deps.length === 0 ? undefined : Promise.all(deps)
-  }
-
-  /** Run a mutation after the earlier overlapping ones; register it for later reads/writes/flushes. */
-  private mutate(start: number, end: number, fn: () => Promise<void>): Promise<Result> {
-    const deps = this.overlapping(start, end)
-    const result = this.guard(async () => {
-      await deps
-      if (end > start) await fn()
-      return { error: Errno.OK }
-    })
-    const m: Mutation = { start, end, done: result.then(noop) }
-    this.mutations.add(m)
-    void m.done.then(() => this.mutations.delete(m))
-    return result
-  }
-
-  private async guard(fn: () => Promise<Result>): Promise<Result> {
-    try {
-      return await fn()
-    } catch (err) {
-      const error = nbdErrno(err)
-      this.log.warn({ conn: this.id, err, errno: error }, 'nbd: engine error')
-      return { error }
-    }
-  }
-
-  private finish(f: RequestFrame, result: Result, cost: number): void {
-    if (result.error !== Errno.OK) {
-      this.stats.errors++
-      this.log.debug({ conn: this.id, cmd: nameOf(CmdName, f.command), offset: f.offset, length: f.length,
-        errno: result.error }, 'nbd: request failed')
-    } else if (f.command === Cmd.READ) {
-      this.stats.bytesRead += f.length
-    } else if (f.command === Cmd.WRITE) {
-      this.stats.bytesWritten += f.length
-    }
+  private finish(f: RequestFrame, result: RequestResult, cost: number): void {
+    this.requests.account(f, result)
     let released = false
     const release = (): void => {
       if (released) return
