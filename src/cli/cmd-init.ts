@@ -56,7 +56,9 @@ export function register(program: Command): void {
       const paths = defaultPaths(flags.data, flags.meta, flags.journal)
       // a new primary gets a fresh id; re-running init on an existing volume validates it instead
       const volumeId = flags.volumeId ?? (flags.role === 'primary' && !existsSync(paths.meta) ? randomUUID() : '')
-      const meta = NodeStore.init({ ...paths, nodeId: flags.node, size, blockSize, journalSize, role: flags.role, volumeId })
+      const warnings: string[] = []
+      const meta = NodeStore.init({ ...paths, nodeId: flags.node, size, blockSize, journalSize, role: flags.role, volumeId }, warnings)
+      for (const w of warnings) process.stderr.write(`blockrep: warning: ${w}\n`)
       const out = cmd.parent?.configureOutput().writeOut ?? ((s: string) => process.stdout.write(s))
       out(
         `volume ${meta.volumeId || '(adopted at first sync)'}: ${formatBytes(meta.size)} in ${meta.blockSize}-byte blocks, node ${meta.nodeId}, role ${meta.role}\n` +

@@ -1,8 +1,9 @@
-import { existsSync, statSync } from 'node:fs'
+import { existsSync, rmSync, statSync } from 'node:fs'
 import { Volume } from '../storage/volume.js'
 import { Journal, replayJournal } from '../storage/journal.js'
 import { MetadataStore, emptyPeerMeta } from '../storage/metadata.js'
 import { locks } from '../storage/lock.js'
+import { preallocate } from '../storage/preallocate.js'
 import { bitmaps } from '../storage/bitmaps.js'
 import type { NodeMeta, PeerMeta, VolumeLock } from '../storage/types.js'
 import type { WireMeta } from '../wire/messages.js'
@@ -56,7 +57,7 @@ export class NodeStore {
   }
 
   /** Creates data, journal and metadata for a new node (or validates existing ones of the same geometry). */
-  static init(opts: InitOptions): NodeMeta {
+  static init(opts: InitOptions, warnings: string[] = []): NodeMeta {
     const lock = locks().acquire(opts.data)
     try {
       if (existsSync(opts.meta)) {
@@ -75,8 +76,20 @@ export class NodeStore {
         Volume.open(opts.data, { blockSize: opts.blockSize, size: opts.size }).close()
         return m
       }
-      Volume.open(opts.data, { blockSize: opts.blockSize, size: opts.size, create: true }).close()
-      Journal.open(opts.journal, { size: opts.journalSize, create: true }).close()
+      const created: string[] = []
+      try {
+        for (const f of [opts.data, opts.journal]) if (!existsSync(f)) created.push(f)
+        Volume.open(opts.data, { blockSize: opts.blockSize, size: opts.size, create: true }).close()
+        Journal.open(opts.journal, { size: opts.journalSize, create: true }).close()
+        for (const [f, n] of [[opts.data, opts.size], [opts.journal, statSync(opts.journal).size]] as const) {
+          const r = preallocate(f, n)
+          if (!r.ok) warnings.push(r.reason)
+        }
+      } catch (err) {
+        // a failed init leaves nothing half-made behind
+        for (const f of created) rmSync(f, { force: true })
+        throw err
+      }
       const primary = opts.role === 'primary'
       const meta: NodeMeta = {
         volumeId: opts.volumeId,

@@ -1,0 +1,76 @@
+import t from 'tap'
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdtempSync, openSync, writeSync, closeSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Cluster, randomWrites, run } from './helpers/cluster.js'
+
+const MiB = 1024 * 1024
+
+/** A 12 MiB tmpfs, or null where mounting is not allowed. */
+function smallDisk(t: { teardown(fn: () => void): void }): string | null {
+  const dir = mkdtempSync(join(tmpdir(), 'blockrep-small-disk-'))
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', dir], { stdio: 'ignore' })
+  } catch {
+    rmSync(dir, { recursive: true, force: true })
+    return null
+  }
+  t.teardown(() => {
+    try {
+      execFileSync('umount', ['-l', dir], { stdio: 'ignore' })
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+  return dir
+}
+
+/** Fills the filesystem at `dir` until it refuses another byte. */
+function fill(dir: string): void {
+  const fd = openSync(join(dir, 'filler'), 'w')
+  const chunk = Buffer.alloc(64 * 1024, 1)
+  try {
+    for (;;) writeSync(fd, chunk)
+  } catch {
+    // ENOSPC: full
+  } finally {
+    closeSync(fd)
+  }
+}
+
+t.test('full disk - init on a disk too small fails naming the file, and leaves nothing behind', async (t) => {
+  const disk = smallDisk(t)
+  if (!disk) return t.skip('cannot mount a tmpfs here (needs root)')
+  const data = join(disk, 'v.img')
+  const r = await run(['init', '--data', data, '--size', '16M', '--node', 'a', '--role', 'primary', '--journal-size', '2M']).then(
+    () => ({ code: 0, stderr: '' }),
+    (e: { code: number; stderr: string }) => e,
+  )
+  t.equal(r.code, 1, 'exit 1')
+  t.match(r.stderr, /ERR_NO_SPACE/, 'typed error')
+  t.match(r.stderr, /v\.img/, 'names the file')
+  t.notOk(existsSync(data), 'no half-made data file is left')
+})
+
+t.test('full disk - when the disk fills up, the primary keeps accepting writes into its preallocated volume and journal', async (t) => {
+  const disk = smallDisk(t)
+  if (!disk) return t.skip('cannot mount a tmpfs here (needs root)')
+  const size = 4 * MiB
+  const c = await Cluster.create(t, { nodes: ['a', 'b'], size, journalSize: 2 * MiB })
+  c.node('a').data = join(disk, 'a.img')
+  c.writeConfig('a')
+  await c.initAll()
+  await c.startAll()
+  await c.waitInSync('b')
+  // the disk fills up while the agents run
+  fill(disk)
+  const nbd = await c.nbd('a')
+  await randomWrites(nbd, size, 3000, 4096, 16, 77)
+  await nbd.flush()
+  const st = await c.waitInSync('b')
+  t.ok(st.headSeq >= 3000, `all ${st.headSeq} writes accepted on a full filesystem (the journal wrapped ${Math.floor(st.journal.tailSeq)} seqs)`)
+  t.equal(await c.sha('b'), await c.sha('a'), 'primary and standby identical')
+  await nbd.close()
+  await c.kill('a', 'SIGTERM')
+})
