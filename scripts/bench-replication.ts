@@ -89,16 +89,32 @@ async function openRig(kind: StreamConfig, o: Required<BenchStreamingOptions>, c
   return { kind, c, nbd }
 }
 
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux); 0 elsewhere. */
+function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = f.slice(f.lastIndexOf(')') + 2).split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / 100
+  } catch {
+    return 0
+  }
+}
+
 /** One timed run: totalMiB of 1 MiB writes, then a flush; round r writes the other half of the volume than round r-1. */
-async function streamOnce(rig: Rig, o: Required<BenchStreamingOptions>, round: number): Promise<{ mibps: number; lagBytes: number }> {
+async function streamOnce(rig: Rig, o: Required<BenchStreamingOptions>, round: number): Promise<{ mibps: number; lagBytes: number; cores: number }> {
   const chunk = MiB
   const n = Math.floor((o.totalMiB * MiB) / chunk)
   const base = ((round - 1) * n * chunk) % (o.volumeMiB * MiB)
   const data = payloads(chunk)
+  const pids = [...rig.c.nodes.values()].map((x) => x.proc?.pid)
+  const cpu0 = pids.reduce((a: number, p) => a + cpuSeconds(p), 0) + cpuSeconds(process.pid)
   const t0 = performance.now()
   await pipelinedWrites(rig.nbd, n, o.depth, (i) => ({ offset: (base + i * chunk) % (o.volumeMiB * MiB), data: data(i + round) }))
   await rig.nbd.flush()
   const ms = msSince(t0)
+  // cores the agents and this client kept busy during the timed window (the host has os.availableParallelism())
+  const cores = (pids.reduce((a: number, p) => a + cpuSeconds(p), 0) + cpuSeconds(process.pid) - cpu0) / (ms / 1000)
   let lagBytes = 0
   if (rig.kind !== 'none') {
     const st = await rig.c.status('a')
@@ -109,7 +125,7 @@ async function streamOnce(rig: Rig, o: Required<BenchStreamingOptions>, round: n
     // an async standby may still be applying: let it finish outside the timed window so it does not slow the next run
     await rig.c.waitInSync('b', 120_000)
   }
-  return { mibps: mibPerSec(n * chunk, ms), lagBytes }
+  return { mibps: mibPerSec(n * chunk, ms), lagBytes, cores }
 }
 
 const SELF = fileURLToPath(import.meta.url)
@@ -212,14 +228,16 @@ export async function benchStreaming(opts: BenchStreamingOptions = {}): Promise<
     for (const k of ['none', 'async', 'sync'] as const) rigs.push(await openRig(k, o, cleanup, say))
     const r: Record<StreamConfig | 'pipe', number[]> = { pipe: [], none: [], async: [], sync: [] }
     let asyncLag = 0
+    const busy: Record<StreamConfig, number[]> = { none: [], async: [], sync: [] }
     for (let round = 1; round <= o.rounds; round++) {
       r.pipe.push(await rawPipe(o))
       say(`round ${round}: raw socket pipe ${fmtMiBps(r.pipe.at(-1)!)}`)
       for (const rig of rigs) {
-        const { mibps, lagBytes } = await streamOnce(rig, o, round)
+        const { mibps, lagBytes, cores } = await streamOnce(rig, o, round)
         r[rig.kind].push(mibps)
+        busy[rig.kind].push(cores)
         if (rig.kind === 'async') asyncLag = Math.max(asyncLag, lagBytes)
-        say(`round ${round}: engine, ${rig.kind === 'none' ? 'no peer' : `${rig.kind} standby`}: ${fmtMiBps(mibps)}${rig.kind === 'async' ? ` (standby ${fmtBytes(lagBytes)} behind at the end)` : ''}`)
+        say(`round ${round}: engine, ${rig.kind === 'none' ? 'no peer' : `${rig.kind} standby`}: ${fmtMiBps(mibps)}, ${cores.toFixed(2)} of ${os.availableParallelism()} cores busy (agents + client)${rig.kind === 'async' ? `; standby ${fmtBytes(lagBytes)} behind at the end` : ''}`)
       }
     }
     const per = (a: number[], b: number[]) => median(a.map((x, i) => x / b[i]))
@@ -239,6 +257,10 @@ export async function benchStreaming(opts: BenchStreamingOptions = {}): Promise<
       asyncRatioMin: Math.min(...r.async.map((x, i) => x / r.none[i])),
       asyncRatioMax: Math.max(...r.async.map((x, i) => x / r.none[i])),
       asyncMaxLagBytes: asyncLag,
+      noPeerCores: median(busy.none),
+      asyncCores: median(busy.async),
+      syncCores: median(busy.sync),
+      hostCores: os.availableParallelism(),
     }
   })
 }

@@ -79,6 +79,7 @@ await stage('streaming', async () => {
   const none = fmtMiBps(r.noPeerMiBps)
   rows.push({ name: `streaming: async standby / no peer (rounds ${r.asyncRatioMin.toFixed(2)}..${r.asyncRatioMax.toFixed(2)})`, figure: fmtMiBps(r.asyncMiBps), baseline: none, ratio: r.asyncRatio, target: 0.8, higherIsBetter: true })
   rows.push({ name: 'streaming: sync standby / no peer', figure: fmtMiBps(r.syncMiBps), baseline: none, ratio: r.syncRatio, target: 0.45, higherIsBetter: true })
+  process.stderr.write(`cores busy (agents + client, of ${r.hostCores}): no peer ${r.noPeerCores.toFixed(2)}, async ${r.asyncCores.toFixed(2)}, sync ${r.syncCores.toFixed(2)}; async standby up to ${fmtBytes(r.asyncMaxLagBytes)} behind\n`)
   const pipe = fmtMiBps(r.pipeMiBps)
   rows.push({ name: 'streaming: no peer / raw socket pipe', figure: none, baseline: pipe, ratio: r.noPeerVsPipe, target: 0, higherIsBetter: true, info: true })
   rows.push({ name: 'streaming: async standby / raw pipe', figure: fmtMiBps(r.asyncMiBps), baseline: pipe, ratio: r.asyncVsPipe, target: 0, higherIsBetter: true, info: true })
