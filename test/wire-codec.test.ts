@@ -7,6 +7,7 @@ import {
   DEFAULT_LIMITS,
   encodeFrame,
   encodeFrameBuffer,
+  encodeRuns,
   FrameDecoder,
   HANDSHAKE_LIMITS,
   MessageType,
@@ -65,7 +66,7 @@ const samples: [Message, Buffer?][] = [
   [{ type: 'WRITE', seq: 43, epoch: 1, offset: 8192, length: 4, zero: false, crc: crc32c(p4) }, p4],
   [{ type: 'ACK', seq: 43 }],
   [{ type: 'ROUND_BEGIN', round: 1, mode: 'BITMAP', blocks: 2, frozenSeq: 50, bitmap: Buffer.from([0x3a, 0x30]) }],
-  [{ type: 'BLOCKS', round: 1, block: 3, count: 2, crc: crc32c(p8) }, p8],
+  [{ type: 'BLOCKS', round: 1, runs: encodeRuns([[3, 1], [7, 1]]), crc: crc32c(p8) }, p8],
   [{ type: 'BLOCKS_ACK', round: 1, applied: 2 }],
   [{ type: 'ROUND_END', round: 1 }],
   [{ type: 'DIGEST_REQ', id: 9, block: 0, count: 6, rangeBlocks: 2 }],
@@ -92,7 +93,7 @@ const GOLDEN: Record<string, string> = {
   WRITE: '000000390000000487a474797065a55752495445a37365712ba565706f636801a66f6666736574cd2000a66c656e67746804a47a65726fc2a3637263ceaed87dd164617461',
   ACK: '0000000f0000000082a474797065a341434ba37365712b',
   ROUND_BEGIN: '000000430000000086a474797065ab524f554e445f424547494ea5726f756e6401a46d6f6465a64249544d4150a6626c6f636b7302a966726f7a656e53657132a66269746d6170c4023a30',
-  BLOCKS: '0000002b0000000c85a474797065a6424c4f434b53a5726f756e6401a5626c6f636b03a5636f756e7402a3637263ce0201f369626c6f636b41626c6f636b42',
+  BLOCKS: '000000340000000c84a474797065a6424c4f434b53a5726f756e6401a472756e73c41000000003000000010000000700000001a3637263ce0201f369626c6f636b41626c6f636b42',
   BLOCKS_ACK: '000000210000000083a474797065aa424c4f434b535f41434ba5726f756e6401a76170706c69656402',
   ROUND_END: '000000170000000082a474797065a9524f554e445f454e44a5726f756e6401',
   DIGEST_REQ: '000000300000000085a474797065aa4449474553545f524551a2696409a5626c6f636b00a5636f756e7406ab72616e6765426c6f636b7302',
@@ -288,8 +289,9 @@ t.test('wire - invalid headers are refused naming the type and field', async t =
     ['payload length != length', { ...write, length: 5 }, p4, { type: 'WRITE', field: 'length' }],
     ['zero write with payload', { ...write, zero: true }, p4, { type: 'WRITE', field: 'length' }],
     ['payload on ACK', { type: 'ACK', seq: 1 }, p4, { type: 'ACK', field: 'payload' }],
-    ['BLOCKS count not dividing', { type: 'BLOCKS', round: 1, block: 0, count: 3, crc: 0 }, p4, { type: 'BLOCKS', field: 'count' }],
-    ['BLOCKS count zero', { type: 'BLOCKS', round: 1, block: 0, count: 0, crc: 0 }, p4, { type: 'BLOCKS', field: 'count' }],
+    ['BLOCKS runs not whole pairs', { type: 'BLOCKS', round: 1, runs: Buffer.alloc(12), crc: 0 }, p4, { type: 'BLOCKS', field: 'runs' }],
+    ['BLOCKS no runs', { type: 'BLOCKS', round: 1, runs: Buffer.alloc(0), crc: 0 }, p4, { type: 'BLOCKS', field: 'runs' }],
+    ['BLOCKS empty payload', { type: 'BLOCKS', round: 1, runs: encodeRuns([[0, 1]]), crc: 0 }, undefined, { type: 'BLOCKS', field: 'payload' }],
     ['DIGEST_RESP digest too long', { type: 'DIGEST_RESP', id: 1, block: 0, count: 1, rangeBlocks: 1, crc: 0 }, Buffer.alloc(65), { type: 'DIGEST_RESP', field: 'count' }],
   ]
   for (const [name, header, payload, ctx] of cases) {
@@ -365,14 +367,19 @@ t.test('wire - validateFramePayload checks ranges, sizes and crc', async t => {
   t.equal(ok(w(0, p4, 123)), 'ERR_CRC_MISMATCH', 'write crc')
   t.equal(ok({ msg: { type: 'WRITE', seq: 1, epoch: 1, offset: 0, length: 40, zero: true, crc: 0 }, payload: Buffer.alloc(0) }), undefined, 'zero write')
   t.equal(ok({ msg: { type: 'WRITE', seq: 1, epoch: 1, offset: 4, length: 40, zero: true, crc: 0 }, payload: Buffer.alloc(0) }), 'ERR_FRAME_INVALID', 'zero write past the end')
-  const b = (block: number, count: number, payload: Buffer, crc = crc32c(payload)): Frame => ({
-    msg: { type: 'BLOCKS', round: 1, block, count, crc },
+  const br = (runs: [number, number][], payload: Buffer, crc = crc32c(payload)): Frame => ({
+    msg: { type: 'BLOCKS', round: 1, runs: encodeRuns(runs), crc },
     payload,
   })
+  const b = (block: number, count: number, payload: Buffer, crc = crc32c(payload)): Frame => br([[block, count]], payload, crc)
   t.equal(ok(b(8, 2, p8.subarray(0, 8))), undefined, 'last blocks')
   t.equal(ok(b(9, 2, p8.subarray(0, 8))), 'ERR_FRAME_INVALID', 'blocks past the end')
-  t.equal(ok(b(0, 2, p8)), 'ERR_FRAME_INVALID', 'payload is not count*blockSize')
+  t.equal(ok(b(0, 2, p8)), 'ERR_FRAME_INVALID', 'payload is not the runs\' blocks × blockSize')
   t.equal(ok(b(0, 2, p8.subarray(0, 8), 1)), 'ERR_CRC_MISMATCH', 'blocks crc')
+  t.equal(ok(br([[1, 1], [5, 1]], p8.subarray(0, 8))), undefined, 'several runs in one frame')
+  t.equal(ok(br([[5, 1], [1, 1]], p8.subarray(0, 8))), 'ERR_FRAME_INVALID', 'runs out of order')
+  t.equal(ok(br([[1, 2], [2, 1]], Buffer.alloc(12))), 'ERR_FRAME_INVALID', 'overlapping runs')
+  t.equal(ok(br([[1, 0]], Buffer.alloc(4))), 'ERR_FRAME_INVALID', 'empty run')
   t.equal(ok({ msg: { type: 'DIGEST_REQ', id: 1, block: 8, count: 3, rangeBlocks: 1 }, payload: Buffer.alloc(0) }), 'ERR_FRAME_INVALID', 'digest req past the end')
   const d = (crc: number): Frame => ({ msg: { type: 'DIGEST_RESP', id: 1, block: 0, count: 6, rangeBlocks: 2, crc }, payload: digests })
   t.equal(ok(d(crc32c(digests))), undefined, 'digest resp')

@@ -108,6 +108,11 @@ export class PeerLink implements WriteListener {
     this.wp.removeListener(this)
   }
 
+  /** The standby asked to be dialed (it just came back): skip the rest of the backoff. */
+  nudge(): void {
+    if (this.enabled && this.state === 'disconnected') this.wakeLoop?.()
+  }
+
   ackedSeq(): number {
     return this.acked
   }

@@ -1,10 +1,11 @@
 import net from 'node:net'
-import { FrameTransport } from '../wire/transport.js'
+import { FrameTransport, connectTransport } from '../wire/transport.js'
+import { helloAndAuth } from './handshake.js'
 import { HANDSHAKE_LIMITS } from '../wire/frame-codec.js'
 import type { WireMeta } from '../wire/messages.js'
 import type { NodeStore } from './node-store.js'
 import { WritePath } from './write-path.js'
-import { PeerLink } from './peer-link.js'
+import { PeerLink, splitAddress } from './peer-link.js'
 import type { LinkTunables, PeerConfig } from './peer-link.js'
 import { StandbySession } from './standby-session.js'
 import { decideFor } from './primary-handshake.js'
@@ -32,6 +33,7 @@ export class ReplicationNode {
   readonly links = new Map<string, PeerLink>()
   private readonly sessions = new Set<StandbySession>()
   private server: net.Server | null = null
+  private nudgeTimer: NodeJS.Timeout | null = null
   private closing = false
   readonly upSince = Date.now()
   /** the last META each peer sent, for `plan` */
@@ -61,6 +63,32 @@ export class ReplicationNode {
     await this.listen()
     if (this.role === 'primary') this.becomePrimary()
     else this.store.journal.onReclaim = () => this.store.volume.flushSync()
+    this.nudgeTimer = setInterval(() => this.nudgePrimary(), this.cfg.tunables.reconnectMaxMs)
+    this.nudgeTimer.unref()
+    void this.nudgePrimary()
+  }
+
+  /**
+   * A standby without a session tells its peers it is up (an authenticated
+   * HELLO, then goodbye): the primary among them dials it at once instead of
+   * after its reconnect backoff, so a restarted standby catches up sooner.
+   */
+  private async nudgePrimary(): Promise<void> {
+    if (this.role !== 'standby' || this.closing || this.sessions.size > 0) return
+    await Promise.all(
+      this.cfg.peers.map(async (p) => {
+        let t: FrameTransport | null = null
+        try {
+          const [host, port] = splitAddress(p.address)
+          t = await connectTransport(host, port, { timeoutMs: 1000, limits: HANDSHAKE_LIMITS })
+          await helloAndAuth(t, this.store, this.cfg.secret, true, p.node)
+        } catch (err) {
+          this.log.debug({ peer: p.node, err: (err as Error).message }, 'nudge not delivered')
+        } finally {
+          await t?.close().catch(() => {})
+        }
+      }),
+    )
   }
 
   private listen(): Promise<void> {
@@ -87,6 +115,7 @@ export class ReplicationNode {
         peerTimeoutMs: this.cfg.tunables.peerTimeoutMs,
         groupCommitMs: this.cfg.tunables.groupCommitMs,
         divergencePolicy: this.cfg.tunables.divergencePolicy,
+        onStandbyNudge: (standbyId) => this.links.get(standbyId)?.nudge(),
         onAuthenticated: (s, primaryId) => {
           for (const other of this.sessions) {
             if (other !== s) void other.close(new BlockrepError('ERR_PEER_GONE', `replaced by a new session from ${primaryId}`))
@@ -97,7 +126,7 @@ export class ReplicationNode {
     )
     this.sessions.add(session)
     session.run().then(
-      () => this.log.info({ remote, primary: session.primaryId }, 'primary session closed'),
+      () => (session.nudge ? this.log.debug({ remote, standby: session.primaryId }, 'nudge from a standby') : this.log.info({ remote, primary: session.primaryId }, 'primary session closed')),
       (err: BlockrepError) => {
         const level = err.code === 'ERR_PEER_GONE' ? 'info' : 'warn'
         this.log[level]({ remote, primary: session.primaryId, code: err.code, err: err.message }, 'replication session ended')
@@ -195,6 +224,7 @@ export class ReplicationNode {
   /** Stops everything; the store is closed by the caller. */
   async close(): Promise<void> {
     this.closing = true
+    if (this.nudgeTimer) clearInterval(this.nudgeTimer)
     await this.stopLinks()
     for (const s of this.sessions) await s.close().catch(() => {})
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()))

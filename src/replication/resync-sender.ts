@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { FrameTransport } from '../wire/transport.js'
 import type { Frame } from '../wire/messages.js'
+import { MAX_BLOCK_RUNS, encodeRuns } from '../wire/messages.js'
 import type { BlockBitmap } from '../storage/types.js'
 import type { NodeStore } from './node-store.js'
 import type { WritePath } from './write-path.js'
@@ -25,7 +26,10 @@ export interface ResyncProgressSink {
   blocksDone(blocks: number, bytes: number): void
 }
 
-/** Largest run of contiguous blocks sent in one BLOCKS frame. */
+/** Bytes of data digested per DIGEST_REQ in a checksum FULL. */
+const DIGEST_BATCH_BYTES = 8 * 1024 * 1024
+
+/** Most block data sent in one BLOCKS frame. */
 const MAX_RUN_BYTES = 1024 * 1024
 
 /** Splits ascending block numbers into runs of contiguous blocks no longer than `max`. */
@@ -143,24 +147,43 @@ export class ResyncSender {
 
   private async sendBlocks(set: Iterable<number>): Promise<void> {
     const bs = this.store.meta.blockSize
-    const vol = this.store.volume
     this.applied = 0
     this.sentBlocks = 0
-    const maxRun = Math.max(1, Math.floor(MAX_RUN_BYTES / bs))
-    const windowBlocks = Math.max(maxRun, Math.floor(this.tun.windowBytes / bs))
-    for (const [block, count] of runs(set, maxRun)) {
-      if (this.sentBlocks - this.applied + count > windowBlocks) {
-        await this.until(() => this.sentBlocks - this.applied + count <= windowBlocks)
+    const maxBlocks = Math.max(1, Math.floor(MAX_RUN_BYTES / bs))
+    const windowBlocks = Math.max(maxBlocks, Math.floor(this.tun.windowBytes / bs))
+    let frame: [number, number][] = []
+    let frameBlocks = 0
+    for (const run of runs(set, maxBlocks)) {
+      // many scattered runs travel in one frame: per-frame costs dominate a sparse bitmap
+      if (frameBlocks + run[1] > maxBlocks || frame.length === MAX_BLOCK_RUNS) {
+        await this.sendFrame(frame, frameBlocks, windowBlocks)
+        frame = []
+        frameBlocks = 0
       }
-      if (this.tun.resyncMaxMiBps > 0) await this.pace(count * bs)
-      this.check()
-      // read the current content right before sending: a write racing this read is in (g_k, head] and replayed after
-      const data = vol.readBlocks(block, count)
-      const ok = this.t.send({ type: 'BLOCKS', round: this.round, block, count, crc: crc32c(data) }, data)
-      this.sentBlocks += count
-      this.progress.blocksDone(count, data.length)
-      if (!ok) await this.t.drained()
+      frame.push(run)
+      frameBlocks += run[1]
     }
+    if (frame.length) await this.sendFrame(frame, frameBlocks, windowBlocks)
+  }
+
+  private async sendFrame(frame: [number, number][], blocks: number, windowBlocks: number): Promise<void> {
+    const bs = this.store.meta.blockSize
+    if (this.tun.resyncMaxMiBps > 0) await this.pace(blocks * bs)
+    if (this.sentBlocks - this.applied + blocks > windowBlocks) {
+      await this.until(() => this.sentBlocks - this.applied + blocks <= windowBlocks)
+    }
+    this.check()
+    // read the current content right before sending: a write racing this read is in (g_k, head] and replayed after
+    const data = Buffer.allocUnsafe(blocks * bs)
+    let at = 0
+    for (const [block, count] of frame) {
+      this.store.volume.readInto(data.subarray(at, at + count * bs), block * bs)
+      at += count * bs
+    }
+    const ok = this.t.send({ type: 'BLOCKS', round: this.round, runs: encodeRuns(frame), crc: crc32c(data) }, data)
+    this.sentBlocks += blocks
+    this.progress.blocksDone(blocks, data.length)
+    if (!ok) await this.t.drained()
   }
 
   /** Checksum FULL: compare per-range digests with the standby; only differing ranges' blocks are sent. */
@@ -168,14 +191,21 @@ export class ResyncSender {
     const store = this.store
     const out = store.bitmaps().create()
     const rb = this.tun.digestRangeBlocks
-    const batch = rb * 64
+    // digests are computed synchronously on both sides: keep each request small (~8 MiB) so
+    // neither event loop stalls long enough to miss heartbeats
+    const batch = rb * Math.max(1, Math.floor(DIGEST_BATCH_BYTES / (rb * store.meta.blockSize)))
     const pending: Promise<void>[] = []
-    for (let block = 0; block < store.blocks; block += batch) {
-      const count = Math.min(batch, store.blocks - block)
-      pending.push(this.compareBatch(block, count, rb, out))
-      if (pending.length >= 4) await pending.shift()
+    try {
+      for (let block = 0; block < store.blocks; block += batch) {
+        const count = Math.min(batch, store.blocks - block)
+        pending.push(this.compareBatch(block, count, rb, out))
+        if (pending.length >= 4) await pending.shift()
+      }
+      await Promise.all(pending)
+    } finally {
+      // when one comparison fails (the link dropped) the others fail too: nothing may reject unobserved
+      for (const p of pending) p.catch(() => {})
     }
-    await Promise.all(pending)
     this.log.info({ peer: this.peerId, differing: out.size, total: store.blocks }, 'checksum comparison done')
     return out
   }

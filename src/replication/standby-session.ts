@@ -1,6 +1,7 @@
 import type { FrameTransport } from '../wire/transport.js'
 import { validateFramePayload } from '../wire/validate.js'
 import type { BlocksMsg, Frame, ModeMsg, RoundBeginMsg, WriteMsg } from '../wire/messages.js'
+import { decodeRuns } from '../wire/messages.js'
 import type { BlockBitmap } from '../storage/types.js'
 import type { NodeStore } from './node-store.js'
 import { GroupCommit } from './group-commit.js'
@@ -21,6 +22,8 @@ export interface StandbyOptions {
   onAuthenticated?: (s: StandbySession, primaryId: string) => void
   /** the standby's view changed (state, consistent) */
   onChange?: () => void
+  /** on a primary: an authenticated standby asks to be dialed */
+  onStandbyNudge?: (standbyId: string) => void
 }
 
 /** How often the standby persists its remaining-blocks bitmap during a resync. */
@@ -35,6 +38,8 @@ const PERSIST_EVERY_MS = 250
  */
 export class StandbySession {
   primaryId: string | null = null
+  /** the peer was a standby announcing itself, not a primary */
+  nudge = false
   private primaryVolumeId = ''
   mode: ModeMsg | null = null
   modeAt = 0
@@ -46,6 +51,7 @@ export class StandbySession {
   private lastPersist = 0
   private remaining: BlockBitmap | null = null
   private closed = false
+  private ackScheduled = false
 
   constructor(
     private readonly t: FrameTransport,
@@ -64,6 +70,13 @@ export class StandbySession {
       const hello = await helloAndAuth(this.t, store, this.opts.secret, false)
       this.primaryId = hello.nodeId
       this.primaryVolumeId = hello.volumeId
+      if (hello.role === 'standby') {
+        // a standby that came back asks its primary to dial it now rather than after the
+        // reconnect backoff; between two standbys it means nothing
+        this.nudge = true
+        if (store.meta.role === 'primary') this.opts.onStandbyNudge?.(hello.nodeId)
+        return
+      }
       if (store.meta.role === 'primary') {
         const why = hello.role === 'primary' ? `split brain: both ${store.meta.nodeId} and ${hello.nodeId} are primary` : `${store.meta.nodeId} is primary; it dials its standbys`
         throw new BlockrepError('ERR_HANDSHAKE_REFUSED', why, { context: { peer: hello.nodeId } })
@@ -197,11 +210,26 @@ export class StandbySession {
       throw new BlockrepError('ERR_PROTOCOL', `BLOCKS for round ${m.round} outside that round`)
     }
     validateFramePayload(f, this.store.meta)
-    this.store.volume.writeBlocks(m.block, f.payload)
-    this.remaining.removeRange(m.block, m.block + m.count)
-    this.round.applied += m.count
-    this.t.send({ type: 'BLOCKS_ACK', round: m.round, applied: this.round.applied })
+    const bs = this.store.meta.blockSize
+    let at = 0
+    for (const [block, count] of decodeRuns(m.runs)) {
+      this.store.volume.writeBlocks(block, f.payload.subarray(at, at + count * bs))
+      this.remaining.removeRange(block, block + count)
+      this.round.applied += count
+      at += count * bs
+    }
+    this.scheduleBlocksAck()
     if (Date.now() - this.lastPersist >= PERSIST_EVERY_MS) this.persist(false)
+  }
+
+  /** One cumulative BLOCKS_ACK per batch of frames read from the socket, not one per frame. */
+  private scheduleBlocksAck(): void {
+    if (this.ackScheduled) return
+    this.ackScheduled = true
+    setImmediate(() => {
+      this.ackScheduled = false
+      if (this.round && !this.t.closed) this.t.send({ type: 'BLOCKS_ACK', round: this.round.round, applied: this.round.applied })
+    })
   }
 
   /** Data first, then the remaining set that says it is there. */

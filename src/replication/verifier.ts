@@ -56,7 +56,8 @@ export class Verifier {
   async run(): Promise<VerifyOutcome> {
     const total = this.store.blocks
     const rb = this.rangeBlocks
-    const batch = rb * 64
+    // ~8 MiB digested per request: both sides hash synchronously
+    const batch = rb * Math.max(1, Math.floor((8 * 1024 * 1024) / (rb * this.store.meta.blockSize)))
     let suspects: number[] = []
     for (let block = 0; block < total; block += batch) {
       const count = Math.min(batch, total - block)

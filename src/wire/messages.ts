@@ -129,8 +129,32 @@ export interface RoundBeginMsg {
   /** B_k (portable Roaring) so the standby can persist what remains; null = every block (FULL round 1) */
   bitmap: Buffer | null
 }
-/** `count` contiguous blocks from `block`. payload: count*blockSize bytes. */
-export interface BlocksMsg { type: 'BLOCKS'; round: number; block: number; count: number; crc: number }
+/**
+ * Resync data: one or more runs of contiguous blocks, ascending and disjoint.
+ * runs: u32 BE pairs (first block, count), 8 bytes a run, at most MAX_BLOCK_RUNS.
+ * payload: the runs' blocks concatenated (sum of counts × blockSize bytes).
+ */
+export interface BlocksMsg { type: 'BLOCKS'; round: number; runs: Buffer; crc: number }
+/** Most runs one BLOCKS frame may carry. */
+export const MAX_BLOCK_RUNS = 4096
+
+/** Encodes runs for a BLOCKS frame. */
+export function encodeRuns(runs: readonly (readonly [number, number])[]): Buffer {
+  const b = Buffer.allocUnsafe(runs.length * 8)
+  runs.forEach(([block, count], i) => {
+    b.writeUInt32BE(block, i * 8)
+    b.writeUInt32BE(count, i * 8 + 4)
+  })
+  return b
+}
+
+/** Decodes the runs of a BLOCKS frame. */
+export function decodeRuns(runs: Uint8Array): [number, number][] {
+  const b = Buffer.from(runs.buffer, runs.byteOffset, runs.byteLength)
+  const out: [number, number][] = []
+  for (let o = 0; o + 8 <= b.length; o += 8) out.push([b.readUInt32BE(o), b.readUInt32BE(o + 4)])
+  return out
+}
 /** standby → primary: blocks of the round applied and durable (window credit), cumulative count */
 export interface BlocksAckMsg { type: 'BLOCKS_ACK'; round: number; applied: number }
 export interface RoundEndMsg { type: 'ROUND_END'; round: number }

@@ -1,6 +1,6 @@
 import { crc32c } from '../util/crc32c.js'
 import { BlockrepError, ErrorCode } from '../util/errors.js'
-import { MessageType } from './messages.js'
+import { MAX_BLOCK_RUNS, MessageType, decodeRuns } from './messages.js'
 import type { Frame, Message, WireMeta } from './messages.js'
 
 /** Longest id (volumeId, nodeId) and code string accepted on the wire, in UTF-16 units. */
@@ -147,7 +147,7 @@ const schemas: { [T in MessageType]: SchemaOf<MessageOf<T>> } = {
   WRITE: { seq: uint, epoch: uint, offset: uint, length: uint, zero: bool, crc: u32 },
   ACK: { seq: uint },
   ROUND_BEGIN: { round: uint, mode: oneOf('BITMAP', 'FULL'), blocks: uint, frozenSeq: uint, bitmap: orNull(bin()) },
-  BLOCKS: { round: uint, block: uint, count: positive, crc: u32 },
+  BLOCKS: { round: uint, runs: bin(), crc: u32 },
   BLOCKS_ACK: { round: uint, applied: uint },
   ROUND_END: { round: uint },
   DIGEST_REQ: { id: uint, block: uint, count: uint, rangeBlocks: positive },
@@ -200,11 +200,14 @@ export function validatePayloadLength(msg: Message, payloadLength: number): void
       }
       return
     }
-    case 'BLOCKS':
-      if (payloadLength === 0 || payloadLength % msg.count !== 0) {
-        throw invalid('BLOCKS', 'count', 'must divide the (non-empty) payload into whole blocks', { count: msg.count, payloadLength })
+    case 'BLOCKS': {
+      const runs = msg.runs.byteLength / 8
+      if (!Number.isInteger(runs) || runs < 1 || runs > MAX_BLOCK_RUNS) {
+        throw invalid('BLOCKS', 'runs', `must hold 1..${MAX_BLOCK_RUNS} runs of 8 bytes`, { runsBytes: msg.runs.byteLength })
       }
+      if (payloadLength === 0) throw invalid('BLOCKS', 'payload', 'must not be empty', { payloadLength })
       return
+    }
     case 'DIGEST_RESP': {
       const ranges = Math.ceil(msg.count / msg.rangeBlocks)
       const ok =
@@ -261,17 +264,27 @@ export function validateFramePayload(frame: Frame, vol: { blockSize: number; siz
       }
       if (!msg.zero) crc('WRITE', msg.crc)
       return
-    case 'BLOCKS':
-      blockRange('BLOCKS', msg.block, msg.count)
-      if (payload.length !== msg.count * vol.blockSize) {
-        throw invalid('BLOCKS', 'count', `payload must be count*blockSize = ${msg.count * vol.blockSize} bytes`, {
-          count: msg.count,
+    case 'BLOCKS': {
+      let blocks = 0
+      let next = 0
+      for (const [block, count] of decodeRuns(msg.runs)) {
+        if (count < 1 || block < next) {
+          throw invalid('BLOCKS', 'runs', 'runs must be non-empty, ascending and disjoint', { block, count, previousEnd: next })
+        }
+        blockRange('BLOCKS', block, count)
+        blocks += count
+        next = block + count
+      }
+      if (payload.length !== blocks * vol.blockSize) {
+        throw invalid('BLOCKS', 'runs', `payload must be the runs' ${blocks} blocks × blockSize = ${blocks * vol.blockSize} bytes`, {
+          blocks,
           blockSize: vol.blockSize,
           payloadLength: payload.length,
         })
       }
       crc('BLOCKS', msg.crc)
       return
+    }
     case 'DIGEST_REQ':
       blockRange('DIGEST_REQ', msg.block, msg.count)
       return
