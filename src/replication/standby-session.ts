@@ -27,7 +27,7 @@ export interface StandbyOptions {
 }
 
 /** How often the standby persists its remaining-blocks bitmap during a resync. */
-const PERSIST_EVERY_MS = 250
+const PERSIST_EVERY_MS = 100
 
 /**
  * A standby's side of one session with its primary: answers the handshake,
@@ -52,6 +52,7 @@ export class StandbySession {
   private remaining: BlockBitmap | null = null
   private closed = false
   private ackScheduled = false
+  private persisting = false
 
   constructor(
     private readonly t: FrameTransport,
@@ -154,7 +155,7 @@ export class StandbySession {
       case 'ROUND_BEGIN':
         return this.beginRound(m)
       case 'ROUND_END':
-        this.persist(true)
+        // nothing to flush here: the next ROUND_BEGIN, or consistency, makes this round's data durable first
         this.t.send({ type: 'BLOCKS_ACK', round: m.round, applied: this.round?.applied ?? 0 })
         return
       case 'SYNC_DONE':
@@ -193,6 +194,8 @@ export class StandbySession {
     if (this.mode) store.meta.epochs = this.mode.epochs
     // a standby initialised without a volume id adopts the primary's on its first sync
     if (store.meta.volumeId === '') store.meta.volumeId = this.primaryVolumeId
+    // the previous round's blocks leave the remaining set now: they must be durable first
+    if (this.round) store.volume.flushSync()
     // the content becomes "primary at g_k except the remaining blocks": head g_k, journal restarts after it
     store.meta.consistent = false
     store.meta.resyncRemaining = remaining
@@ -219,7 +222,7 @@ export class StandbySession {
       at += count * bs
     }
     this.scheduleBlocksAck()
-    if (Date.now() - this.lastPersist >= PERSIST_EVERY_MS) this.persist(false)
+    if (Date.now() - this.lastPersist >= PERSIST_EVERY_MS) this.persistInBackground()
   }
 
   /** One cumulative BLOCKS_ACK per batch of frames read from the socket, not one per frame. */
@@ -232,9 +235,40 @@ export class StandbySession {
     })
   }
 
-  /** Data first, then the remaining set that says it is there. */
-  private persist(always: boolean): void {
-    if (!this.remaining && !always) return
+  /**
+   * Saves the remaining set without stalling the stream: snapshot it, flush the
+   * data in the thread pool, then save the snapshot — every block it no longer
+   * lists was written before the flush began, so it is durable.
+   */
+  private persistInBackground(): void {
+    if (this.persisting || !this.remaining || !this.round) return
+    this.persisting = true
+    this.lastPersist = Date.now()
+    const round = this.round.round
+    const snapshot = this.remaining.clone()
+    this.store.volume.flush().then(
+      () => {
+        this.persisting = false
+        // superseded by a newer round, consistency or the end of the session
+        if (this.closed || !this.remaining || this.round?.round !== round) return
+        const meta = this.store.meta
+        const live = meta.resyncRemaining
+        meta.resyncRemaining = snapshot
+        try {
+          this.store.saveMeta()
+        } finally {
+          meta.resyncRemaining = live
+        }
+      },
+      (err: Error) => {
+        this.persisting = false
+        this.log.error({ err: err.message }, 'flushing resync data failed')
+      },
+    )
+  }
+
+  /** Data first, then the exact remaining set that says it is there. */
+  private persistNow(): void {
     this.store.volume.flushSync()
     this.store.saveMeta()
     this.lastPersist = Date.now()
@@ -286,7 +320,7 @@ export class StandbySession {
   private finish(): void {
     this.closed = true
     try {
-      if (this.remaining) this.persist(true)
+      if (this.remaining) this.persistNow()
       else this.store.journal.syncSync()
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'persisting standby state at session end failed')
