@@ -77,6 +77,13 @@ async function openRig(kind: StreamConfig, o: Required<BenchStreamingOptions>, c
     tunables: { checksumResync: true, peerTimeoutMs: 30_000 },
     extra: Object.fromEntries(nodes.map((n) => [n, { log }])),
   })
+  // BLOCKREP_BENCH_STANDBY_DIR puts the standby's files on another disk (e.g. a tmpfs standing in
+  // for the standby machine's own disk), so primary and standby stop competing for one device
+  const standbyDir = process.env.BLOCKREP_BENCH_STANDBY_DIR
+  if (standbyDir && kind !== 'none') {
+    c.node('b').data = path.join(standbyDir, `${kind}-b.img`)
+    c.writeConfig('b')
+  }
   await c.initAll()
   for (const n of nodes) await c.start(n)
   if (kind !== 'none') {

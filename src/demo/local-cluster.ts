@@ -157,7 +157,9 @@ export class Cluster {
   async start(id: string): Promise<void> {
     const n = this.node(id)
     appendFileSync(n.log, `--- start ${new Date().toISOString()}\n`)
-    const proc = spawn(process.execPath, [CLI, 'agent', '--config', n.config], { stdio: ['ignore', 'pipe', 'pipe'] })
+    // BLOCKREP_AGENT_NODE_ARGS: extra node flags for the agents, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+    const nodeArgs = (process.env.BLOCKREP_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean)
+    const proc = spawn(process.execPath, [...nodeArgs, CLI, 'agent', '--config', n.config], { stdio: ['ignore', 'pipe', 'pipe'] })
     proc.stdout!.on('data', (d) => appendFileSync(n.log, d))
     proc.stderr!.on('data', (d) => appendFileSync(n.log, d))
     n.proc = proc

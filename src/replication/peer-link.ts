@@ -296,7 +296,7 @@ export class PeerLink implements WriteListener {
     const t = this.t!
     const zero = rec.data === null
     const ok = t.send(
-      { type: 'WRITE', seq: rec.seq, epoch: rec.epoch, offset: rec.offset, length: rec.length, zero, crc: zero ? 0 : crc32c(rec.data!) },
+      { type: 'WRITE', seq: rec.seq, epoch: rec.epoch, offset: rec.offset, length: rec.length, zero, crc: zero ? 0 : (rec.crc ?? crc32c(rec.data!)) },
       zero ? undefined : rec.data!,
     )
     this.sendSeq = rec.seq + 1

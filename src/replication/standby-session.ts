@@ -281,7 +281,8 @@ export class StandbySession {
     }
     validateFramePayload(f, this.store.meta)
     const data = m.zero ? null : f.payload
-    j.append({ seq: m.seq, epoch: m.epoch, offset: m.offset, length: m.length, data })
+    // the payload's crc was just verified against the frame: the journal reuses it
+    j.append({ seq: m.seq, epoch: m.epoch, offset: m.offset, length: m.length, data, crc: m.crc })
     if (data) this.store.volume.write(m.offset, data)
     else this.store.volume.zero(m.offset, m.length)
     void this.commit.wait(m.seq).then(

@@ -2,6 +2,7 @@ import type { JournalEntryInfo, JournalRecord } from '../storage/types.js'
 import type { NodeStore } from './node-store.js'
 import { GroupCommit } from './group-commit.js'
 import { BlockrepError } from '../util/errors.js'
+import { crc32c } from '../util/crc32c.js'
 import type { Logger } from '../util/log.js'
 
 /** What the write path needs from each replication link on the primary. */
@@ -90,7 +91,8 @@ export class WritePath {
     if (this.throttleBytesPerSec > 0) await this.throttle(length)
     const again = this.writable()
     if (again) throw again
-    const rec: JournalRecord = { seq: this.store.journal.headSeq + 1, epoch: this.store.epoch, offset, length, data }
+    // one crc for the journal record and every standby's frame
+    const rec: JournalRecord = { seq: this.store.journal.headSeq + 1, epoch: this.store.epoch, offset, length, data, crc: data ? crc32c(data) : 0 }
     this.store.journal.append(rec)
     if (data) vol.write(offset, data)
     else vol.zero(offset, length)

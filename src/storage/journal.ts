@@ -162,7 +162,7 @@ export class Journal {
         flushRun()
         runPos = pos
       }
-      const dataCrc = zero ? 0 : crc32c(rec.data!)
+      const dataCrc = zero ? 0 : (rec.crc ?? crc32c(rec.data!))
       const h = headers.subarray(i * HEADER_SIZE, (i + 1) * HEADER_SIZE)
       const hcrc = encodeHeader(h, 0, { seq: rec.seq, epoch: rec.epoch, offset: rec.offset, length: rec.length, zero, dataCrc, prev: this.nextPrev, pos })
       iov.push(h)

@@ -95,6 +95,8 @@ export interface JournalRecord {
   length: number
   /** null: the range is zeroed (WRITE_ZEROES/TRIM), nothing stored but the header */
   data: Buffer | null
+  /** crc32c of `data` when the caller already has it (computed once for the journal and the wire) */
+  crc?: number
 }
 
 /** Journal record header without payload (cheap to enumerate). */
