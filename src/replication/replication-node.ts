@@ -162,6 +162,8 @@ export class ReplicationNode {
     for (const s of this.sessions) await s.close(new BlockrepError('ERR_SHUTDOWN', `${meta.nodeId} is being promoted`))
     const head = this.store.journal.headSeq
     const epoch = Math.max(0, ...meta.epochs.map((e) => e.epoch)) + 1
+    // epochs adopted from the old primary that this node never reached hold none of its seqs
+    meta.epochs = meta.epochs.filter((e) => e.startSeq <= head)
     meta.epochs.push({ epoch, nodeId: meta.nodeId, startSeq: head + 1 })
     meta.role = 'primary'
     meta.consistent = true
