@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto'
+import type { NodeStatus, PeerStatus } from '../src/agent/status-types.js'
 /**
  * Shared helpers for the benchmark scripts: timing, MiB/s formatting, a
  * teardown collector for the local cluster, pipelined NBD writes, and the
@@ -159,4 +161,19 @@ export function summaryTable(rows: Row[]): string {
     ]),
     [false, true, true, true, false, false],
   )
+}
+
+/** Agents log at warn in the benches (BLOCKREP_CLUSTER_LOG=info for more). */
+export const log = { level: process.env.BLOCKREP_CLUSTER_LOG ?? 'warn' }
+
+export function peer(st: NodeStatus, id: string): PeerStatus {
+  const p = st.peers.find((x) => x.node === id)
+  if (!p) throw new Error(`${st.node} has no peer ${id}`)
+  return p
+}
+
+/** A pool of random bytes: write i takes a `len` window at a varying offset (no two neighbours equal, no per-write randomBytes cost). */
+export function payloads(len: number): (i: number) => Buffer {
+  const pool = randomBytes(len * 9)
+  return (i) => pool.subarray((i % 8) * len + (i % 7) * 512, (i % 8) * len + (i % 7) * 512 + len)
 }
