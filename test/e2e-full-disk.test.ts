@@ -1,4 +1,5 @@
 import t from 'tap'
+import { skipUnless } from './helpers/tools.js'
 import { execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, openSync, writeSync, closeSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -7,15 +8,25 @@ import { Cluster, randomWrites, run } from './helpers/cluster.js'
 
 const MiB = 1024 * 1024
 
-/** A 12 MiB tmpfs, or null where mounting is not allowed. */
-function smallDisk(t: { teardown(fn: () => void): void }): string | null {
-  const dir = mkdtempSync(join(tmpdir(), 'blockrep-small-disk-'))
+/** Whether this process may mount a tmpfs (root, outside a restricted container). */
+function canMount(): boolean {
+  const dir = mkdtempSync(join(tmpdir(), 'blockrep-mount-probe-'))
   try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', dir], { stdio: 'ignore' })
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir], { stdio: 'ignore' })
+    execFileSync('umount', [dir], { stdio: 'ignore' })
+    return true
   } catch {
+    return false
+  } finally {
     rmSync(dir, { recursive: true, force: true })
-    return null
   }
+}
+const skip = skipUnless(canMount(), 'mounting a tmpfs (root)')
+
+/** A 12 MiB tmpfs, removed at teardown. */
+function smallDisk(t: { teardown(fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'blockrep-small-disk-'))
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', dir], { stdio: 'ignore' })
   t.teardown(() => {
     try {
       execFileSync('umount', ['-l', dir], { stdio: 'ignore' })
@@ -39,9 +50,8 @@ function fill(dir: string): void {
   }
 }
 
-t.test('full disk - init on a disk too small fails naming the file, and leaves nothing behind', async (t) => {
+t.test('full disk - init on a disk too small fails naming the file, and leaves nothing behind', { skip }, async (t) => {
   const disk = smallDisk(t)
-  if (!disk) return t.skip('cannot mount a tmpfs here (needs root)')
   const data = join(disk, 'v.img')
   const r = await run(['init', '--data', data, '--size', '16M', '--node', 'a', '--role', 'primary', '--journal-size', '2M']).then(
     () => ({ code: 0, stderr: '' }),
@@ -53,9 +63,8 @@ t.test('full disk - init on a disk too small fails naming the file, and leaves n
   t.notOk(existsSync(data), 'no half-made data file is left')
 })
 
-t.test('full disk - when the disk fills up, the primary keeps accepting writes into its preallocated volume and journal', async (t) => {
+t.test('full disk - when the disk fills up, the primary keeps accepting writes into its preallocated volume and journal', { skip }, async (t) => {
   const disk = smallDisk(t)
-  if (!disk) return t.skip('cannot mount a tmpfs here (needs root)')
   const size = 4 * MiB
   const c = await Cluster.create(t, { nodes: ['a', 'b'], size, journalSize: 2 * MiB })
   c.node('a').data = join(disk, 'a.img')

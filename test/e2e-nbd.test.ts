@@ -1,4 +1,5 @@
 import t from 'tap'
+import { have, skipUnless } from './helpers/tools.js'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { randomBytes } from 'node:crypto'
@@ -9,19 +10,10 @@ import { Cluster, sha256File } from './helpers/cluster.js'
 const pexec = promisify(execFile)
 const MiB = 1024 * 1024
 
-async function have(bin: string): Promise<boolean> {
-  try {
-    await pexec('which', [bin])
-    return true
-  } catch {
-    return false
-  }
-}
+const missing = ['qemu-io', 'qemu-img', 'nbdinfo', 'nbdcopy'].filter((b) => !have(b))
+const skip = skipUnless(missing.length === 0, `${missing.join(', ')} (apt-get install qemu-utils libnbd-bin)`)
 
-t.test('nbd export - real clients write through the primary and the standby ends byte-identical', async (t) => {
-  for (const bin of ['qemu-io', 'qemu-img', 'nbdinfo', 'nbdcopy']) {
-    if (!(await have(bin))) return t.skip(`${bin} is not installed (apt-get install qemu-utils libnbd-bin; .ci/run installs them)`)
-  }
+t.test('nbd export - real clients write through the primary and the standby ends byte-identical', { skip }, async (t) => {
   const size = 32 * MiB
   const c = await Cluster.create(t, { nodes: ['a', 'b'], size, journalSize: 16 * MiB })
   await c.initAll()

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { skipUnless } from './helpers/tools.js'
 import type { Test } from 'tap'
 import { execFile } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
@@ -25,7 +26,7 @@ const haveQemuIo = which('qemu-io')
 const haveQemuImg = which('qemu-img')
 const haveNbdinfo = which('nbdinfo')
 const haveNbdcopy = which('nbdcopy')
-const skipMsg = (bin: string): string => `${bin} not installed (apt-get install ${bin.startsWith('qemu') ? 'qemu-utils' : 'libnbd-bin'})`
+const skipMsg = (bin: string): string | false => skipUnless(false, `${bin} (apt-get install ${bin.startsWith('qemu') ? 'qemu-utils' : 'libnbd-bin'})`)
 
 interface RunResult {
   code: number
