@@ -78,6 +78,14 @@ t.test('agent - status and plan JSON carry the fields operators rely on; verify 
   t.same({ node: entry.node, mode: entry.mode }, { node: 'b', mode: 'NONE' }, 'plan: an in-sync peer needs NONE')
   t.ok('blocks' in entry && 'bytes' in entry && 'reason' in entry, 'plan entry has blocks, bytes, reason')
 
+  const metrics = await (await fetch(`http://127.0.0.1:${c.node('a').adminPort}/metrics`)).text()
+  const count = Number(/^blockrep_write_latency_seconds_count(?:\{[^}]*\})? (\d+)/m.exec(metrics)?.[1] ?? 0)
+  t.ok(count >= 100, `write latency histogram counted ${count} writes`)
+  t.match(metrics, /blockrep_peer_acked_seq\{[^}]*peer="b"[^}]*\} \d+/, 'per-peer acked seq')
+  t.match(metrics, /blockrep_peer_lag_bytes\{[^}]*peer="b"/, 'per-peer lag')
+  t.match(metrics, /blockrep_modes_chosen_total\{[^}]*mode="FULL"[^}]*\} 1/, 'modes chosen')
+  t.match(metrics, /blockrep_head_seq\{[^}]*\} \d+/, 'head seq')
+
   const clean = await cli(['verify', ...admin, '--peer', 'b', '--json'])
   t.equal(clean.code, 0, 'verify of identical volumes exits 0')
   t.match(clean.stdout, /"differingBlocks":\s*\[\]/)
