@@ -9,6 +9,7 @@ export class GroupCommit {
   private waiters: { seq: number; resolve: () => void; reject: (e: Error) => void }[] = []
   private failed: Error | null = null
   private pendingBytes = 0
+  private generation = 0
   private timer: NodeJS.Timeout | null = null
 
   /**
@@ -41,9 +42,20 @@ export class GroupCommit {
     })
   }
 
-  /** Everything is durable now (after a synchronous sync by the owner, or a journal reset). */
+  /** Everything up to `seq` is durable now (after a synchronous sync by the owner). */
   markDurable(seq: number): void {
     if (seq > this.durable) this.durable = seq
+    this.release()
+  }
+
+  /**
+   * The journal was reset so its head is `seq` (it may go down, e.g. a rejoining
+   * old primary reset to the new primary's g_k): durable becomes exactly `seq`,
+   * and a sync already in flight no longer counts for the old head.
+   */
+  reset(seq: number): void {
+    this.generation++
+    this.durable = seq
     this.release()
   }
 
@@ -72,11 +84,12 @@ export class GroupCommit {
 
   private startSync(): void {
     const target = this.head()
+    const generation = this.generation
     this.pendingBytes = 0
     this.sync().then(
       () => {
         this.syncing = false
-        if (target > this.durable) this.durable = target
+        if (generation === this.generation && target > this.durable) this.durable = target
         this.release()
         this.kick()
       },

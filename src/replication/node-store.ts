@@ -38,7 +38,7 @@ export function defaultPaths(data: string, meta?: string, journal?: string): Sto
 export class NodeStore {
   meta: NodeMeta
   /** the metadata file failed its checksum in both slots: never trusted, reported in META */
-  readonly metaCorrupt: boolean
+  metaCorrupt: boolean
   readonly recovery: { replayed: number; droppedTornBytes: number; metaFellBack: boolean; metaProblem: string | null }
 
   private constructor(

@@ -2,7 +2,7 @@ import { connectTransport } from '../wire/transport.js'
 import { HANDSHAKE_LIMITS } from '../wire/frame-codec.js'
 import type { FrameTransport } from '../wire/transport.js'
 import type { Frame, WireMeta } from '../wire/messages.js'
-import type { JournalRecord } from '../storage/types.js'
+import type { JournalEntryInfo, JournalRecord } from '../storage/types.js'
 import type { NodeStore } from './node-store.js'
 import type { WriteListener, WritePath } from './write-path.js'
 import { primaryHandshake } from './primary-handshake.js'
@@ -96,7 +96,8 @@ export class PeerLink implements WriteListener {
     if (this.enabled) return
     this.enabled = true
     this.wp.addListener(this)
-    this.loopDone = this.loop()
+    // a stop still in progress finishes its loop before the new one begins
+    this.loopDone = this.loopDone.then(() => this.loop())
   }
 
   /** Stops dialing and closes the connection; the peer is tracked from its acked seq. */
@@ -105,7 +106,7 @@ export class PeerLink implements WriteListener {
     this.wakeLoop?.()
     await this.t?.close()
     await this.loopDone
-    this.wp.removeListener(this)
+    if (!this.enabled) this.wp.removeListener(this)
   }
 
   /** The standby asked to be dialed (it just came back): skip the rest of the backoff. */
@@ -115,6 +116,10 @@ export class PeerLink implements WriteListener {
 
   ackedSeq(): number {
     return this.acked
+  }
+
+  onEvicted(evicted: JournalEntryInfo[]): void {
+    this.resync?.noteEvicted(evicted)
   }
 
   get lagSeq(): number {
@@ -218,11 +223,14 @@ export class PeerLink implements WriteListener {
         const frozen = await Promise.race([run, reader])
         from = (frozen as number) + 1
         this.resync = null
+        // an acked seq above the standby's new head (e.g. set at a promotion) would hide its acks
+        this.setAcked(Math.min(this.acked, from - 1))
         const target = this.store.journal.headSeq
         this.syncTarget = target
         t.send({ type: 'SYNC_DONE', headSeq: target })
       } else {
-        this.acked = Math.max(this.acked, from - 1)
+        // NONE/HEAD_DELTA: the standby is consistent at its head, durably
+        this.setAcked(from - 1)
       }
       this.sendSeq = from
       this.state = 'streaming'
@@ -259,17 +267,28 @@ export class PeerLink implements WriteListener {
     }
   }
 
+  /** Sets the acked seq after a handshake; lowering it means the dirty bitmap no longer covers from there. */
+  private setAcked(seq: number): void {
+    const pm = this.store.peer(this.peer.node)
+    if (seq < this.acked) pm.bitmapValid = false
+    this.acked = seq
+    pm.ackedSeq = seq
+  }
+
   private onAck(seq: number): void {
     // the standby confirms consistency with an ACK of at least the target, even when its head did not move
     if (this.syncTarget !== null && seq >= this.syncTarget && seq <= this.acked) this.syncComplete()
-    if (seq <= this.acked) return
+    while (this.inflight.length && this.inflight[0].seq <= seq) this.inflightBytes -= this.inflight.shift()!.bytes
+    if (seq <= this.acked) {
+      void this.pump()
+      return
+    }
     if (seq > this.store.journal.headSeq) {
       throw new BlockrepError('ERR_PROTOCOL', `${this.peer.node} acknowledged seq ${seq} beyond head ${this.store.journal.headSeq}`)
     }
     this.acked = seq
     const pm = this.store.peer(this.peer.node)
     pm.ackedSeq = seq
-    while (this.inflight.length && this.inflight[0].seq <= seq) this.inflightBytes -= this.inflight.shift()!.bytes
     if (this.ackWaiters.length) {
       const keep: typeof this.ackWaiters = []
       for (const w of this.ackWaiters) (w.seq <= seq ? w.resolve() : keep.push(w))
@@ -286,7 +305,7 @@ export class PeerLink implements WriteListener {
     const pm = this.store.peer(this.peer.node)
     pm.bitmapValid = true
     if (this.store.journal.tailSeq <= this.acked + 1) pm.dirty.clear()
-    this.wp.setThrottle(0)
+    this.wp.setThrottle(this.peer.node, 0)
     this.meter.finish()
     this.store.saveMeta()
     this.log.info({ peer: this.peer.node, seq: this.acked }, 'standby consistent: resync complete')
@@ -321,7 +340,9 @@ export class PeerLink implements WriteListener {
       }
       if (this.state === 'streaming' && this.syncTarget === null && this.sendSeq > this.store.journal.headSeq) this.inSync = true
     } catch (err) {
-      this.log.debug({ peer: this.peer.node, err: (err as Error).message }, 'pump stopped')
+      // a record that cannot be read (I/O, corruption) must not leave the link "streaming" and stuck
+      this.log.error({ peer: this.peer.node, err: (err as Error).message, seq: this.sendSeq }, 'streaming stopped: cannot send the next record')
+      void this.t?.close(err as Error).catch(() => {})
     } finally {
       this.pumping = false
     }
@@ -338,7 +359,7 @@ export class PeerLink implements WriteListener {
     this.inflight = []
     this.inflightBytes = 0
     this.meter.stop()
-    this.wp.setThrottle(0)
+    this.wp.setThrottle(this.peer.node, 0)
     // writes waiting on this peer complete with local durability (degraded), as DRBD does
     for (const w of this.ackWaiters) w.resolve()
     this.ackWaiters = []

@@ -186,6 +186,8 @@ export class ReplicationNode {
   async demote(): Promise<void> {
     if (this.role !== 'primary') return
     this.store.meta.role = 'standby'
+    // new writes are refused from here; the ones already accepted reach the sync peers before the links go
+    await this.drainWrites()
     await this.stopLinks()
     this.writePath = null
     this.store.journal.onReclaim = () => this.store.volume.flushSync()
@@ -202,6 +204,16 @@ export class ReplicationNode {
 
   verifyProgress(peer: string) {
     return this.links.get(peer)?.verifier?.progress ?? null
+  }
+
+  /** Waits (bounded by the peer timeout) until accepted writes are durable locally and on streaming sync peers. */
+  private async drainWrites(): Promise<void> {
+    const wp = this.writePath
+    if (!wp) return
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.cfg.tunables.peerTimeoutMs)))
+    await Promise.race([wp.flush().catch(() => {}), timeout])
+    clearTimeout(timer)
   }
 
   async connect(peer: string): Promise<void> {
@@ -227,10 +239,10 @@ export class ReplicationNode {
   async close(): Promise<void> {
     this.closing = true
     if (this.nudgeTimer) clearInterval(this.nudgeTimer)
+    await this.drainWrites()
     await this.stopLinks()
     for (const s of this.sessions) await s.close().catch(() => {})
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()))
-    if (this.writePath) await this.writePath.flush().catch(() => {})
   }
 
   /** For `plan`: what the handshake would decide for each peer now, from its last known META. */

@@ -5,7 +5,7 @@ import { MAX_BLOCK_RUNS, encodeRuns } from '../wire/messages.js'
 import type { BlockBitmap } from '../storage/types.js'
 import type { NodeStore } from './node-store.js'
 import type { WritePath } from './write-path.js'
-import { addEntries, blocksSince, journalGap } from './facts.js'
+import { addEntries, journalGap } from './facts.js'
 import { crc32c } from '../util/crc32c.js'
 import { BlockrepError } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
@@ -109,6 +109,7 @@ export class ResyncSender {
   async run(initial: BlockBitmap | null, mode: 'BITMAP' | 'FULL', checksum: boolean, coveredSeq: number): Promise<number> {
     const store = this.store
     let frozen = coveredSeq
+    this.freeze(frozen)
     let set: BlockBitmap | null = initial
     if (mode === 'FULL' && checksum) {
       set = await this.differingBlocks()
@@ -128,19 +129,25 @@ export class ResyncSender {
       if (gap && gap.bytes <= this.tun.headDeltaMaxBytes) return frozen
       const records = head - frozen
       if (this.round >= this.tun.maxRounds || records > lastGap * this.tun.roundShrinkRatio) {
-        this.wp.setThrottle(this.tun.throttleWritesMiBps * 1024 * 1024)
+        this.wp.setThrottle(this.peerId, this.tun.throttleWritesMiBps * 1024 * 1024)
       }
       lastGap = records
-      // B_{k+1}: blocks of (g_k, head]; from the peer's dirty bitmap where the journal wrapped
-      const next = blocksSince(store, store.meta.peers[this.peerId] ?? null, frozen)
-      if (next) {
-        set = next
+      // B_{k+1}: blocks of (g_k, head]: the journal's records, and where it wrapped, the blocks of the
+      // records it reclaimed since the freeze (not the peer's whole dirty bitmap: that would resend
+      // everything since its old acked seq every round and never converge)
+      set = store.bitmaps().create()
+      if (store.journal.tailSeq <= frozen + 1) {
+        addEntries(store, set, frozen + 1, head)
+      } else if (this.evictedSinceFreeze) {
+        set.orInPlace(this.evictedSinceFreeze)
+        addEntries(store, set, store.journal.tailSeq, head)
       } else {
-        set = store.bitmaps().create()
+        // records after g_k were gone before tracking began: the peer's dirty bitmap is a superset
         set.orInPlace(store.peer(this.peerId).dirty)
         addEntries(store, set, store.journal.tailSeq, head)
       }
       frozen = head
+      this.freeze(frozen)
       mode = 'BITMAP'
     }
   }
@@ -233,6 +240,27 @@ export class ResyncSender {
       if (!ours.subarray(i * 32, i * 32 + 32).equals(f.payload.subarray(i * 32, i * 32 + 32))) out.push(b)
     }
     return out
+  }
+
+  /** Blocks of journal records reclaimed since the last freeze g_k with seq > g_k; null when tracking started too late. */
+  private evictedSinceFreeze: BlockBitmap | null = null
+  private frozenSeq = 0
+
+  /** Starts tracking reclaimed records after `seq` (the round's g_k). */
+  private freeze(seq: number): void {
+    this.frozenSeq = seq
+    // records after g_k already reclaimed before this point would be missing from the tracking
+    this.evictedSinceFreeze = this.store.journal.tailSeq <= seq + 1 ? this.store.bitmaps().create() : null
+  }
+
+  /** The write path is about to reclaim these journal records (invariant 1 hook). */
+  noteEvicted(evicted: readonly { seq: number; offset: number; length: number }[]): void {
+    const bm = this.evictedSinceFreeze
+    if (!bm) return
+    const bs = this.store.meta.blockSize
+    for (const e of evicted) {
+      if (e.seq > this.frozenSeq && e.length > 0) bm.addRange(Math.floor(e.offset / bs), Math.ceil((e.offset + e.length) / bs))
+    }
   }
 
   private paceNext = 0

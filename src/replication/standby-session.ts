@@ -94,6 +94,8 @@ export class StandbySession {
       this.accept(f.msg, hello.size, hello.blockSize)
       for (;;) {
         const frame = await this.t.next(this.opts.peerTimeoutMs)
+        // replaced by a newer session while this frame was in flight: apply nothing more
+        if (this.closed) return
         this.apply(frame)
         if (this.closed) return
       }
@@ -170,7 +172,10 @@ export class StandbySession {
         return
       }
       case 'FLUSH':
-        void this.commit.wait(this.store.journal.headSeq).then(() => this.t.send({ type: 'FLUSH_ACK', id: m.id }))
+        void this.commit.wait(this.store.journal.headSeq).then(
+          () => this.t.send({ type: 'FLUSH_ACK', id: m.id }),
+          (err: Error) => this.fail(err, 'journal sync failed'),
+        )
         return
       case 'PING':
         this.t.send({ type: 'PONG', t: m.t })
@@ -196,11 +201,15 @@ export class StandbySession {
     if (store.meta.volumeId === '') store.meta.volumeId = this.primaryVolumeId
     // the previous round's blocks leave the remaining set now: they must be durable first
     if (this.round) store.volume.flushSync()
-    // the content becomes "primary at g_k except the remaining blocks": head g_k, journal restarts after it
+    // the content becomes "primary at g_k except the remaining blocks": head g_k, journal restarts after it.
+    // The metadata (inconsistent, remaining B_k) is durable before the journal moves: a crash in between
+    // must never leave a "consistent" standby whose head claims the round's content.
     store.meta.consistent = false
     store.meta.resyncRemaining = remaining
+    store.metaCorrupt = false
+    store.saveMeta()
     store.journal.reset(m.frozenSeq + 1)
-    this.commit.markDurable(m.frozenSeq)
+    this.commit.reset(m.frozenSeq)
     this.remaining = remaining
     this.round = { round: m.round, total: m.blocks, applied: 0 }
     store.saveMeta()
@@ -256,6 +265,8 @@ export class StandbySession {
         meta.resyncRemaining = snapshot
         try {
           this.store.saveMeta()
+        } catch (err) {
+          this.fail(err as Error, 'saving the resync progress failed')
         } finally {
           meta.resyncRemaining = live
         }
@@ -286,22 +297,37 @@ export class StandbySession {
     if (data) this.store.volume.write(m.offset, data)
     else this.store.volume.zero(m.offset, m.length)
     void this.commit.wait(m.seq).then(
-      () => this.ackDurable(),
-      (err: Error) => void this.close(new BlockrepError('ERR_IO', `journal sync failed: ${err.message}`, { cause: err })),
+      () => {
+        try {
+          this.ackDurable()
+        } catch (err) {
+          this.fail(err as Error, 'applying a durable write failed')
+        }
+      },
+      (err: Error) => this.fail(err, 'journal sync failed'),
     )
   }
 
   private ackDurable(): void {
+    // a session replaced by a newer one must not touch the shared state any more
+    if (this.closed) return
     const d = this.commit.durableSeq
+    // reaching the sync target: consistency is persisted first, and its ACK follows
+    if (this.syncTarget !== null && d >= this.syncTarget) return this.checkConsistent()
     if (d > this.lastAck && !this.t.closed) {
       this.lastAck = d
       this.t.send({ type: 'ACK', seq: d })
     }
-    this.checkConsistent()
+  }
+
+  /** An I/O error in a background step ends the session with a reason; the next handshake decides. */
+  private fail(err: Error, what: string): void {
+    this.log.error({ primary: this.primaryId, err: err.message }, what)
+    void this.close(new BlockrepError('ERR_IO', `${what}: ${err.message}`, { cause: err })).catch(() => {})
   }
 
   private checkConsistent(): void {
-    if (this.syncTarget === null || this.commit.durableSeq < this.syncTarget) return
+    if (this.closed || this.syncTarget === null || this.commit.durableSeq < this.syncTarget) return
     const store = this.store
     store.volume.flushSync()
     store.meta.consistent = true
@@ -320,6 +346,8 @@ export class StandbySession {
 
   private finish(): void {
     this.closed = true
+    // a nudge or a refused session changed nothing
+    if (this.mode === null) return this.opts.onChange?.()
     try {
       if (this.remaining) this.persistNow()
       else this.store.journal.syncSync()

@@ -26,6 +26,7 @@ const RECHECKS = 3
 export class Verifier {
   private waiters = new Map<number, (f: Frame | Error) => void>()
   private id = 0
+  private aborted: Error | null = null
   readonly progress: VerifyProgress
 
   constructor(
@@ -49,6 +50,7 @@ export class Verifier {
   }
 
   abort(err: Error): void {
+    this.aborted = err
     for (const w of this.waiters.values()) w(err)
     this.waiters.clear()
   }
@@ -82,6 +84,8 @@ export class Verifier {
 
   /** First blocks of the ranges of `rb` blocks in [block, block+count) whose digests differ. */
   private async compare(block: number, count: number, rb: number): Promise<number[]> {
+    // the link dropped (maybe while we waited for the standby to catch up): no reply would ever come
+    if (this.aborted) throw this.aborted
     const id = ++this.id
     const reply = new Promise<Frame | Error>((resolve) => this.waiters.set(id, resolve))
     this.t.send({ type: 'DIGEST_REQ', id, block, count, rangeBlocks: rb })

@@ -14,6 +14,8 @@ export interface WriteListener {
   waitDurable(seq: number): Promise<void>
   /** the peer's acknowledged seq as known right now (may be newer than the persisted one) */
   ackedSeq(): number
+  /** these records are about to leave the journal */
+  onEvicted?(evicted: JournalEntryInfo[]): void
 }
 
 const RECENT_BYTES = 32 * 1024 * 1024
@@ -32,6 +34,7 @@ export class WritePath {
   private readonly recent = new Map<number, JournalRecord>()
   private recentBytes = 0
   private throttleBytesPerSec = 0
+  private readonly throttles = new Map<string, number>()
   private throttleNext = 0
   private writable: () => BlockrepError | null = () => null
   /** called with each acknowledged write's latency in seconds (metrics) */
@@ -67,12 +70,19 @@ export class WritePath {
     return this.store.journal.readOne(seq)
   }
 
-  /** Slow client writes down to `bytesPerSec` (0 = off) so resync rounds converge. */
-  setThrottle(bytesPerSec: number): void {
-    if (bytesPerSec !== this.throttleBytesPerSec) {
-      this.log.info({ bytesPerSec }, bytesPerSec ? 'throttling client writes so resync rounds converge' : 'client write throttle off')
+  /**
+   * Slow client writes down to `bytesPerSec` (0 = off) so `peer`'s resync
+   * rounds converge. Each peer asks for itself; the slowest request wins, so
+   * one peer finishing never lifts the throttle another still needs.
+   */
+  setThrottle(peer: string, bytesPerSec: number): void {
+    if (bytesPerSec > 0) this.throttles.set(peer, bytesPerSec)
+    else this.throttles.delete(peer)
+    const rate = this.throttles.size ? Math.min(...this.throttles.values()) : 0
+    if (rate !== this.throttleBytesPerSec) {
+      this.log.info({ bytesPerSec: rate, peers: [...this.throttles.keys()] }, rate ? 'throttling client writes so resync rounds converge' : 'client write throttle off')
     }
-    this.throttleBytesPerSec = bytesPerSec
+    this.throttleBytesPerSec = rate
   }
 
   get throttled(): boolean {
@@ -135,7 +145,10 @@ export class WritePath {
     const store = this.store
     const bs = store.meta.blockSize
     const acked = new Map<string, number>()
-    for (const l of this.listeners) acked.set(l.nodeId, l.ackedSeq())
+    for (const l of this.listeners) {
+      acked.set(l.nodeId, l.ackedSeq())
+      l.onEvicted?.(evicted)
+    }
     for (const peer of Object.values(store.meta.peers)) {
       const ack = Math.max(peer.ackedSeq, acked.get(peer.nodeId) ?? 0)
       peer.ackedSeq = ack
