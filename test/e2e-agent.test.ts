@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process'
 import { openSync, writeSync, closeSync } from 'node:fs'
 import { join } from 'node:path'
 import { CLI, Cluster, TOKEN, randomWrites, run } from './helpers/cluster.js'
+import type { Teardown } from '../src/demo/local-cluster.js'
 
 const MiB = 1024 * 1024
 
@@ -99,24 +100,33 @@ t.test('agent - status and plan JSON carry the fields operators rely on; verify 
   await nbd.close()
 })
 
-t.test('agent - failover: the standby is promoted, the old primary rejoins and its unshipped writes are reported', async (t) => {
+/**
+ * a and b in sync after `shared` writes; then a accepts `unshipped` writes b never gets, a's machine
+ * room fails (SIGKILL), b is promoted and takes `afterPromotion` writes; a's agent is started again.
+ */
+async function failover(t: Teardown, shared: number, unshipped: number, afterPromotion: number) {
   const c = await Cluster.create(t, { nodes: ['a', 'b'], size: 8 * MiB, journalSize: 2 * MiB })
   await c.initAll()
   await c.startAll()
   const nbdA = await c.nbd('a')
-  await randomWrites(nbdA, 8 * MiB, 100, 4096, 8, 1)
+  await randomWrites(nbdA, 8 * MiB, shared, 4096, 8, 1)
   await c.waitInSync('b')
-  // a keeps accepting writes that never reach b, then its machine room fails
   await c.admin('a', 'POST', '/disconnect', { peer: 'b' })
-  await randomWrites(nbdA, 8 * MiB, 30, 4096, 8, 2)
+  await randomWrites(nbdA, 8 * MiB, unshipped, 4096, 8, 2)
   await nbdA.close()
   await c.kill('a')
   const promoted = (await c.admin('b', 'POST', '/promote', { force: false })) as { epoch: number }
-  t.equal(promoted.epoch, 2, 'b starts epoch 2')
   const nbdB = await c.nbd('b')
-  await randomWrites(nbdB, 8 * MiB, 40, 4096, 8, 3)
-  // the old primary comes back, is demoted by the operator, and b catches it up
+  await randomWrites(nbdB, 8 * MiB, afterPromotion, 4096, 8, 3)
   await c.start('a')
+  return { c, nbdB, promoted }
+}
+
+t.test('agent - failover: the standby is promoted, the old primary rejoins and its unshipped writes are reported', async (t) => {
+  // a keeps accepting writes that never reach b, then its machine room fails; the old primary comes
+  // back, is demoted by the operator, and b catches it up
+  const { c, nbdB, promoted } = await failover(t, 100, 30, 40)
+  t.equal(promoted.epoch, 2, 'b starts epoch 2')
   await c.admin('a', 'POST', '/demote')
   const st = await c.waitInSync('a', 30_000, 'b')
   const mode = st.peers.find((p) => p.node === 'a')!.lastMode!
@@ -132,21 +142,8 @@ t.test('agent - failover: the standby is promoted, the old primary rejoins and i
 })
 
 t.test('agent - an old primary whose head is above the new primary\'s rejoins, then keeps streaming', async (t) => {
-  const c = await Cluster.create(t, { nodes: ['a', 'b'], size: 8 * MiB, journalSize: 2 * MiB })
-  await c.initAll()
-  await c.startAll()
-  const nbdA = await c.nbd('a')
-  await randomWrites(nbdA, 8 * MiB, 50, 4096, 8, 1)
-  await c.waitInSync('b')
-  await c.admin('a', 'POST', '/disconnect', { peer: 'b' })
   // many unshipped writes on a, few on the new primary b: a's head ends above b's
-  await randomWrites(nbdA, 8 * MiB, 80, 4096, 8, 2)
-  await nbdA.close()
-  await c.kill('a')
-  await c.admin('b', 'POST', '/promote', { force: false })
-  const nbdB = await c.nbd('b')
-  await randomWrites(nbdB, 8 * MiB, 10, 4096, 8, 3)
-  await c.start('a')
+  const { c, nbdB } = await failover(t, 50, 80, 10)
   t.ok((await c.status('a')).headSeq > (await c.status('b')).headSeq, 'the old primary\'s head is above the new primary\'s')
   await c.admin('a', 'POST', '/demote')
   let st = await c.waitInSync('a', 30_000, 'b')

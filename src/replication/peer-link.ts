@@ -9,7 +9,9 @@ import { primaryHandshake } from './primary-handshake.js'
 import type { Decision } from './decide.js'
 import type { HandshakeResult } from './primary-handshake.js'
 import { ResyncSender } from './resync-sender.js'
-import type { ResyncTunables } from './resync-sender.js'
+import type { LinkTunables, PeerConfig } from './peer-config.js'
+import { splitAddress } from './peer-config.js'
+import { InFlight } from './in-flight.js'
 import { ResyncMeter } from './resync-meter.js'
 import type { PeerState } from './status-types.js'
 import { Verifier } from './verifier.js'
@@ -19,30 +21,7 @@ import type { Logger } from '../util/log.js'
 import { crc32c } from '../util/crc32c.js'
 
 export type { PeerState } from './status-types.js'
-
-export interface PeerConfig {
-  node: string
-  address: string
-  protocol: 'sync' | 'async'
-}
-
-export interface LinkTunables extends ResyncTunables {
-  checksumResync: boolean
-  reconnectMinMs: number
-  reconnectMaxMs: number
-  heartbeatMs: number
-  /** wait this long before a journal sync to gather more writes into it (0 = sync at once) */
-  groupCommitMs: number
-  maxBatchBytes: number
-  peerTimeoutMs: number
-}
-
-/** Splits "host:port" (IPv6 in brackets). */
-export function splitAddress(address: string): [string, number] {
-  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(address)
-  if (!m) throw new BlockrepError('ERR_CONFIG', `address "${address}" is not host:port`, { context: { address } })
-  return [m[1], Number(m[2])]
-}
+export type { LinkTunables, PeerConfig } from './peer-config.js'
 
 /**
  * The primary's link to one standby: dials with backoff, runs the handshake,
@@ -67,12 +46,10 @@ export class PeerLink implements WriteListener {
   private enabled = false
   private acked: number
   private sendSeq = 0
-  private inflight: { seq: number; bytes: number }[] = []
-  private inflightBytes = 0
+  private readonly inflight = new InFlight()
   private inSync = false
   private syncTarget: number | null = null
   private pumping = false
-  private ackWaiters: { seq: number; resolve: () => void }[] = []
   private resync: ResyncSender | null = null
   verifier: Verifier | null = null
   private wakeLoop: (() => void) | null = null
@@ -137,7 +114,7 @@ export class PeerLink implements WriteListener {
 
   onAppend(rec: JournalRecord): void {
     if (this.state !== 'streaming' || !this.t) return
-    if (this.sendSeq === rec.seq && !this.pumping && this.inflightBytes < this.tun.windowBytes) {
+    if (this.sendSeq === rec.seq && !this.pumping && this.inflight.bytes < this.tun.windowBytes) {
       this.sendRecord(rec)
       return
     }
@@ -146,7 +123,7 @@ export class PeerLink implements WriteListener {
 
   waitDurable(seq: number): Promise<void> {
     if (this.peer.protocol !== 'sync' || !this.inSync || this.acked >= seq) return Promise.resolve()
-    return new Promise((resolve) => this.ackWaiters.push({ seq, resolve }))
+    return this.inflight.waitFor(seq)
   }
 
   /** Online verify against this streaming peer. */
@@ -167,7 +144,7 @@ export class PeerLink implements WriteListener {
   private caughtUp(): Promise<void> {
     const head = this.store.journal.headSeq
     if (this.acked >= head || this.state !== 'streaming') return Promise.resolve()
-    return new Promise((resolve) => this.ackWaiters.push({ seq: head, resolve }))
+    return this.inflight.waitFor(head)
   }
 
   private async loop(): Promise<void> {
@@ -278,7 +255,7 @@ export class PeerLink implements WriteListener {
   private onAck(seq: number): void {
     // the standby confirms consistency with an ACK of at least the target, even when its head did not move
     if (this.syncTarget !== null && seq >= this.syncTarget && seq <= this.acked) this.syncComplete()
-    while (this.inflight.length && this.inflight[0].seq <= seq) this.inflightBytes -= this.inflight.shift()!.bytes
+    this.inflight.acked(seq)
     if (seq <= this.acked) {
       void this.pump()
       return
@@ -289,11 +266,6 @@ export class PeerLink implements WriteListener {
     this.acked = seq
     const pm = this.store.peer(this.peer.node)
     pm.ackedSeq = seq
-    if (this.ackWaiters.length) {
-      const keep: typeof this.ackWaiters = []
-      for (const w of this.ackWaiters) (w.seq <= seq ? w.resolve() : keep.push(w))
-      this.ackWaiters = keep
-    }
     if (this.syncTarget !== null && seq >= this.syncTarget) this.syncComplete()
     // everything after the ack is still in the journal: the dirty bitmap has nothing left to say
     if (pm.bitmapValid && !pm.dirty.isEmpty() && this.store.journal.tailSeq <= seq + 1) pm.dirty.clear()
@@ -319,8 +291,7 @@ export class PeerLink implements WriteListener {
       zero ? undefined : rec.data!,
     )
     this.sendSeq = rec.seq + 1
-    this.inflight.push({ seq: rec.seq, bytes: rec.length })
-    this.inflightBytes += rec.length
+    this.inflight.sent(rec.seq, rec.length)
     if (this.sendSeq > this.store.journal.headSeq && this.syncTarget === null) this.inSync = true
     return ok
   }
@@ -330,7 +301,7 @@ export class PeerLink implements WriteListener {
     this.pumping = true
     try {
       while (this.state === 'streaming' && this.t && !this.t.closed && this.sendSeq <= this.store.journal.headSeq) {
-        if (this.inflightBytes >= this.tun.windowBytes) return
+        if (this.inflight.bytes >= this.tun.windowBytes) return
         const rec = this.wp.record(this.sendSeq)
         if (!rec) {
           await this.t.close(new BlockrepError('ERR_PEER_GONE', `${this.peer.node} fell behind the journal (needs seq ${this.sendSeq}, journal starts at ${this.store.journal.tailSeq}); the next handshake will choose BITMAP`))
@@ -356,13 +327,9 @@ export class PeerLink implements WriteListener {
     this.resync?.abort(new BlockrepError('ERR_PEER_GONE', `${this.peer.node} disconnected`))
     this.verifier?.abort(new BlockrepError('ERR_PEER_GONE', `${this.peer.node} disconnected during verify`))
     this.resync = null
-    this.inflight = []
-    this.inflightBytes = 0
+    this.inflight.clear()
     this.meter.stop()
     this.wp.setThrottle(this.peer.node, 0)
-    // writes waiting on this peer complete with local durability (degraded), as DRBD does
-    for (const w of this.ackWaiters) w.resolve()
-    this.ackWaiters = []
     const t = this.t
     this.t = null
     if (t) this.sentBefore += t.bytesSent
