@@ -29,6 +29,22 @@ export const ErrorCode = {
   CONFIG: 'ERR_CONFIG',
   USAGE: 'ERR_USAGE',
   NBD_PROTOCOL: 'ERR_NBD_PROTOCOL',
+  /** a primary under a controller has no valid lease: it refuses writes (invariant 6) */
+  LEASE_EXPIRED: 'ERR_LEASE_EXPIRED',
+  /** the node knows of a newer epoch than its own, or is fenced by the controller */
+  FENCED: 'ERR_FENCED',
+  /** a control call named an epoch that is not the node's current one */
+  STALE_EPOCH: 'ERR_STALE_EPOCH',
+  /** a controller that does not (or no longer) lead tried to change something */
+  NOT_LEADER: 'ERR_NOT_LEADER',
+  /** a store write lost a compare-and-set race */
+  STORE_CONFLICT: 'ERR_STORE_CONFLICT',
+  /** the control store (file or etcd) cannot be reached */
+  STORE_UNAVAILABLE: 'ERR_STORE_UNAVAILABLE',
+  /** no primary can be reached for a volume (nbd-proxy, configuration center) */
+  NO_PRIMARY: 'ERR_NO_PRIMARY',
+  /** TLS set-up or peer verification failed on a replication link */
+  TLS: 'ERR_TLS',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 
