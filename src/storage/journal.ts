@@ -60,6 +60,8 @@ export class Journal {
   private nextSeq: number
   private nextPos: number
   private nextPrev: number
+  /** salt of the records this session appends (journal-format.ts): a new one per open and truncateAfter */
+  private salt = freshChain()
 
   private constructor(file: string, fd: number, cp: Checkpoint, entries: Entry[], droppedTornBytes: number) {
     this.path = file
@@ -164,7 +166,7 @@ export class Journal {
       }
       const dataCrc = zero ? 0 : (rec.crc ?? crc32c(rec.data!))
       const h = headers.subarray(i * HEADER_SIZE, (i + 1) * HEADER_SIZE)
-      const hcrc = encodeHeader(h, 0, { seq: rec.seq, epoch: rec.epoch, offset: rec.offset, length: rec.length, zero, dataCrc, prev: this.nextPrev, pos })
+      const hcrc = encodeHeader(h, 0, { seq: rec.seq, epoch: rec.epoch, offset: rec.offset, length: rec.length, zero, dataCrc, prev: this.nextPrev, pos }, this.salt)
       iov.push(h)
       if (!zero && rec.length > 0) iov.push(rec.data!)
       const pad = size - HEADER_SIZE - (zero ? 0 : rec.length)
@@ -199,6 +201,11 @@ export class Journal {
     this.fdatasync()
     this.first = k
     const t = this.index[k]
+    if (!t) {
+      // The ring is empty: the checkpoint names where the record being appended will go (0 when it
+      // does not fit before the end), so that recovery finds it at the checkpoint's own position.
+      this.nextPos = placeRecord(this.nextPos, size, this.ring, null)
+    }
     this.writeCheckpoint(t ? { tailSeq: t.seq, tailPos: t.pos, tailPrev: this.index[k - 1].hcrc, tailEpoch: t.epoch }
       : { tailSeq: this.nextSeq, tailPos: this.nextPos, tailPrev: this.nextPrev, tailEpoch: 0 })
     if (this.first > 1024 && this.first * 2 > this.index.length) {
@@ -273,6 +280,8 @@ export class Journal {
       throw new BlockrepError('ERR_IO', `journal ${this.path}: truncate write failed`, { cause, context: { path: this.path, seq } })
     }
     this.fdatasync()
+    // records appended from here must not chain onto the dropped ones if they happen to be identical
+    this.salt = freshChain()
     const keep = this.first + (seq + 1 - this.tailSeq)
     const last = keep > this.first ? this.index[keep - 1] : null
     this.index.length = keep
