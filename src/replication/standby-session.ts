@@ -292,10 +292,18 @@ export class StandbySession {
     }
     validateFramePayload(f, this.store.meta)
     const data = m.zero ? null : f.payload
-    // the payload's crc was just verified against the frame: the journal reuses it
-    j.append({ seq: m.seq, epoch: m.epoch, offset: m.offset, length: m.length, data, crc: m.crc })
-    if (data) this.store.volume.write(m.offset, data)
-    else this.store.volume.zero(m.offset, m.length)
+    try {
+      if (!j.fits(m.length, m.zero)) {
+        this.applyUnjournaled(m, data)
+      } else {
+        // the payload's crc was just verified against the frame: the journal reuses it
+        j.append({ seq: m.seq, epoch: m.epoch, offset: m.offset, length: m.length, data, crc: m.crc })
+        if (data) this.store.volume.write(m.offset, data)
+        else this.store.volume.zero(m.offset, m.length)
+      }
+    } catch (err) {
+      throw this.cannotApply(m, err as Error)
+    }
     void this.commit.wait(m.seq).then(
       () => {
         try {
@@ -306,6 +314,51 @@ export class StandbySession {
       },
       (err: Error) => this.fail(err, 'journal sync failed'),
     )
+  }
+
+  /**
+   * A record larger than this standby's whole journal (sent by a primary that
+   * journaled it whole, before writes were split): applied straight to the
+   * data, made durable, and the journal restarted after it, so the head is
+   * still right after a crash. The journal no longer holds the records before
+   * it (a divergence query then answers "unknown", which means FULL).
+   */
+  private applyUnjournaled(m: WriteMsg, data: Buffer | null): void {
+    const store = this.store
+    this.log.warn({ primary: this.primaryId, seq: m.seq, length: m.length, journalCapacity: store.journal.capacity }, 'record larger than this journal: applied to the data directly, journal restarted after it')
+    if (data) store.volume.write(m.offset, data)
+    else store.volume.zero(m.offset, m.length)
+    store.volume.flushSync()
+    store.journal.reset(m.seq + 1)
+    this.commit.reset(m.seq)
+  }
+
+  /**
+   * A WRITE this standby could not apply (I/O error, disk full): it is no
+   * longer a copy of the primary at any head the primary acknowledged to
+   * clients, so it stops calling itself consistent — the record's blocks go
+   * into its resync-remaining set, and the next handshake decides a BITMAP
+   * that sends them as blocks instead of replaying the record.
+   */
+  private cannotApply(m: WriteMsg, err: Error): BlockrepError {
+    const store = this.store
+    const bs = store.meta.blockSize
+    const remaining = store.meta.resyncRemaining ?? store.bitmaps().create()
+    if (m.length > 0) remaining.addRange(Math.floor(m.offset / bs), Math.ceil((m.offset + m.length) / bs))
+    store.meta.resyncRemaining = remaining
+    store.meta.consistent = false
+    this.remaining = remaining
+    try {
+      store.saveMeta()
+    } catch (saveErr) {
+      this.log.error({ err: (saveErr as Error).message }, 'saving "inconsistent" after a failed apply failed too')
+    }
+    this.opts.onChange?.()
+    const code = err instanceof BlockrepError ? err.code : 'ERR_IO'
+    return new BlockrepError(code, `cannot apply WRITE seq ${m.seq} (${m.length} bytes at ${m.offset}): ${err.message}; marked inconsistent until a resync sends those blocks`, {
+      cause: err,
+      context: { seq: m.seq, offset: m.offset, length: m.length },
+    })
   }
 
   private ackDurable(): void {

@@ -51,6 +51,12 @@ export const FORMAT_VERSION = 1
 export const SUPER_MAGIC = 0x534a5242 // 'BRJS'
 export const RECORD_MAGIC = 0x524a5242 // 'BRJR'
 export const RecordFlag = { ZERO: 1 } as const
+/**
+ * What writers put in one record at most (Journal.recordLimit): a client write
+ * larger than this becomes several records. A quarter of the smallest journal
+ * `init` accepts (1 MiB), so a primary's records always fit its standbys'.
+ */
+export const MAX_RECORD_PAYLOAD = 256 * 1024
 /** u32 length field, and a sane cap so a single record cannot be absurd. */
 export const MAX_RECORD_LENGTH = 0xffffffff
 

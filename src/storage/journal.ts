@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import { crc32c } from '../util/crc32c.js'
 import { BlockrepError } from '../util/errors.js'
 import type { JournalEntryInfo, JournalRecord } from './types.js'
-import { HEADER_SIZE, RECORD_ALIGN, RING_BASE, encodeHeader, recordSize, type Checkpoint } from './journal-format.js'
+import { HEADER_SIZE, MAX_RECORD_PAYLOAD, RECORD_ALIGN, RING_BASE, encodeHeader, recordSize, type Checkpoint } from './journal-format.js'
 import { placeRecord, validateRecord } from './journal-ring.js'
 import { openJournalFile, type Entry } from './journal-recovery.js'
 import { freshChain, readRecord, syncFd, writeGather, writeSuper } from './journal-io.js'
@@ -100,6 +100,23 @@ export class Journal {
   /** Ring capacity in bytes. */
   get capacity(): number {
     return this.ring
+  }
+
+  /**
+   * The largest payload a writer should put in one record: at most
+   * MAX_RECORD_PAYLOAD, and at most a quarter of the ring, so that a client
+   * write of any size is journaled as several records that each leave room
+   * for others (write-path.ts), and so that the records of a primary with a
+   * big journal also fit a standby's small one (every journal `init` accepts
+   * is at least 1 MiB).
+   */
+  get recordLimit(): number {
+    return Math.min(MAX_RECORD_PAYLOAD, Math.max(RECORD_ALIGN, Math.floor(this.ring / 4 / RECORD_ALIGN) * RECORD_ALIGN))
+  }
+
+  /** True when a record of `length` bytes (zero: no payload) fits this ring at all. */
+  fits(length: number, zero: boolean): boolean {
+    return recordSize(length, zero) <= this.ring
   }
 
   /** Ring bytes taken by held records, including a skipped gap at the end of the ring. */
