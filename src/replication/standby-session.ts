@@ -9,6 +9,7 @@ import { expectFrame, helloAndAuth } from './handshake.js'
 import { peerBitmap } from './primary-handshake.js'
 import { rangeDigests } from './resync-sender.js'
 import { reportDivergence } from './divergence-report.js'
+import { applyUnjournaled, markCannotApply } from './standby-apply.js'
 import { crc32c } from '../util/crc32c.js'
 import { BlockrepError } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
@@ -316,49 +317,18 @@ export class StandbySession {
     )
   }
 
-  /**
-   * A record larger than this standby's whole journal (sent by a primary that
-   * journaled it whole, before writes were split): applied straight to the
-   * data, made durable, and the journal restarted after it, so the head is
-   * still right after a crash. The journal no longer holds the records before
-   * it (a divergence query then answers "unknown", which means FULL).
-   */
+  /** See applyUnjournaled (standby-apply.ts); the group commit restarts with the journal. */
   private applyUnjournaled(m: WriteMsg, data: Buffer | null): void {
-    const store = this.store
-    this.log.warn({ primary: this.primaryId, seq: m.seq, length: m.length, journalCapacity: store.journal.capacity }, 'record larger than this journal: applied to the data directly, journal restarted after it')
-    if (data) store.volume.write(m.offset, data)
-    else store.volume.zero(m.offset, m.length)
-    store.volume.flushSync()
-    store.journal.reset(m.seq + 1)
+    applyUnjournaled(this.store, m, data, this.log.child({ primary: this.primaryId }))
     this.commit.reset(m.seq)
   }
 
-  /**
-   * A WRITE this standby could not apply (I/O error, disk full): it is no
-   * longer a copy of the primary at any head the primary acknowledged to
-   * clients, so it stops calling itself consistent — the record's blocks go
-   * into its resync-remaining set, and the next handshake decides a BITMAP
-   * that sends them as blocks instead of replaying the record.
-   */
+  /** See markCannotApply (standby-apply.ts): the standby stops calling itself consistent. */
   private cannotApply(m: WriteMsg, err: Error): BlockrepError {
-    const store = this.store
-    const bs = store.meta.blockSize
-    const remaining = store.meta.resyncRemaining ?? store.bitmaps().create()
-    if (m.length > 0) remaining.addRange(Math.floor(m.offset / bs), Math.ceil((m.offset + m.length) / bs))
-    store.meta.resyncRemaining = remaining
-    store.meta.consistent = false
+    const { error, remaining } = markCannotApply(this.store, m, err, this.log)
     this.remaining = remaining
-    try {
-      store.saveMeta()
-    } catch (saveErr) {
-      this.log.error({ err: (saveErr as Error).message }, 'saving "inconsistent" after a failed apply failed too')
-    }
     this.opts.onChange?.()
-    const code = err instanceof BlockrepError ? err.code : 'ERR_IO'
-    return new BlockrepError(code, `cannot apply WRITE seq ${m.seq} (${m.length} bytes at ${m.offset}): ${err.message}; marked inconsistent until a resync sends those blocks`, {
-      cause: err,
-      context: { seq: m.seq, offset: m.offset, length: m.length },
-    })
+    return error
   }
 
   private ackDurable(): void {
