@@ -19,6 +19,7 @@ import type { VerifyOutcome } from './verifier.js'
 import { BlockrepError, isCode } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
 import { crc32c } from '../util/crc32c.js'
+import { FAILURE_BACKOFF_MAX_MS, repeatedFailure } from './catch-up-backoff.js'
 
 export type { PeerState } from './status-types.js'
 export type { LinkTunables, PeerConfig } from './peer-config.js'
@@ -55,6 +56,8 @@ export class PeerLink implements WriteListener {
   private wakeLoop: (() => void) | null = null
   private loopDone: Promise<void> = Promise.resolve()
   private heartbeat: NodeJS.Timeout | null = null
+  /** waiting out a repeated catch-up failure (nudges do not cut it short) */
+  private backingOff = false
   private sentBefore = 0
 
   constructor(
@@ -88,7 +91,8 @@ export class PeerLink implements WriteListener {
 
   /** The standby asked to be dialed (it just came back): skip the rest of the backoff. */
   nudge(): void {
-    if (this.enabled && this.state === 'disconnected') this.wakeLoop?.()
+    // a standby that keeps failing its catch-up nudges as often as it restarts: the backoff holds
+    if (this.enabled && this.state === 'disconnected' && !this.backingOff) this.wakeLoop?.()
   }
 
   ackedSeq(): number {
@@ -149,8 +153,12 @@ export class PeerLink implements WriteListener {
 
   private async loop(): Promise<void> {
     let backoff = this.tun.reconnectMinMs
+    /** the last catch-up failure (after a handshake) and how many times in a row it repeated without progress */
+    let failure: { signature: string; repeats: number } | null = null
     while (this.enabled) {
       let refused = false
+      let caughtUpFailure: string | null = null
+      const ackedBefore = this.acked
       try {
         this.state = 'connecting'
         const [host, port] = splitAddress(this.peer.address)
@@ -162,18 +170,31 @@ export class PeerLink implements WriteListener {
         this.lastStandbyMeta = hs.standby
         this.noteMode(hs.decision)
         backoff = this.tun.reconnectMinMs
+        caughtUpFailure = ''
         await this.session(t, hs)
       } catch (err) {
         refused = isCode(err, 'ERR_HANDSHAKE_REFUSED') || isCode(err, 'ERR_AUTH_FAILED')
         const e = err as Error
         this.lastError = e.message
+        if (caughtUpFailure !== null) caughtUpFailure = `${(err as BlockrepError).code ?? ''} ${e.message}`
         const level = this.enabled ? (refused ? 'error' : 'warn') : 'debug'
         this.log[level]({ peer: this.peer.node, address: this.peer.address, err: e.message, code: (err as BlockrepError).code }, 'replication link down')
       } finally {
         await this.dropped()
       }
       if (!this.enabled) break
-      await this.sleep(refused ? this.tun.reconnectMaxMs : backoff)
+      failure = repeatedFailure(failure, caughtUpFailure, this.acked > ackedBefore)
+      let wait = refused ? this.tun.reconnectMaxMs : backoff
+      if (failure && failure.repeats > 0) {
+        // the same catch-up failed the same way again with no progress: retrying at once would only
+        // resend the same data; wait longer each time and say so
+        wait = Math.min(FAILURE_BACKOFF_MAX_MS, this.tun.reconnectMaxMs * 2 ** failure.repeats)
+        this.lastError = `${this.lastError} (the catch-up failed the same way ${failure.repeats + 1} times in a row with no progress; next try in ${Math.round(wait / 1000)} s)`
+        this.log.warn({ peer: this.peer.node, repeats: failure.repeats + 1, retryInMs: wait }, 'catch-up keeps failing the same way: backing off')
+      }
+      this.backingOff = failure !== null && failure.repeats > 0
+      await this.sleep(wait)
+      this.backingOff = false
       backoff = Math.min(backoff * 2, this.tun.reconnectMaxMs)
     }
     this.state = 'disconnected'

@@ -37,6 +37,8 @@ export class ReplicationNode {
   private nudgeTimer: NodeJS.Timeout | null = null
   private closing = false
   readonly upSince = Date.now()
+  /** on a standby: why the last session with a primary ended in error (shown by `status` until one ends cleanly) */
+  private lastSessionError: { primary: string; message: string } | null = null
   /** the last META each peer sent, for `plan` */
   readonly lastPeerMeta = new Map<string, WireMeta>()
   /** extra gate on client writes (controller lease); null = none */
@@ -127,8 +129,13 @@ export class ReplicationNode {
     )
     this.sessions.add(session)
     session.run().then(
-      () => (session.nudge ? this.log.debug({ remote, standby: session.primaryId }, 'nudge from a standby') : this.log.info({ remote, primary: session.primaryId }, 'primary session closed')),
+      () => {
+        if (session.nudge) return this.log.debug({ remote, standby: session.primaryId }, 'nudge from a standby')
+        if (this.lastSessionError?.primary === session.primaryId) this.lastSessionError = null
+        this.log.info({ remote, primary: session.primaryId }, 'primary session closed')
+      },
       (err: BlockrepError) => {
+        if (session.primaryId && err.code !== 'ERR_PEER_GONE') this.lastSessionError = { primary: session.primaryId, message: err.message }
         const level = err.code === 'ERR_PEER_GONE' ? 'info' : 'warn'
         this.log[level]({ remote, primary: session.primaryId, code: err.code, err: err.message }, 'replication session ended')
         if (err.code !== 'ERR_PEER_GONE' && err.code !== 'ERR_TIMEOUT' && !t.closed) void t.close(err).catch(() => {})
@@ -304,8 +311,17 @@ export class ReplicationNode {
         lagBytes: 0,
         bitmapBlocks: s.meta.resyncRemaining ? s.meta.resyncRemaining.size : 0,
         resync: null,
-        lastError: null,
+        lastError: this.lastSessionError?.primary === sess.primaryId ? this.lastSessionError.message : null,
         bytesSent: 0,
+      })
+    }
+    // between sessions, a standby whose last session failed still says why
+    const failed = this.lastSessionError
+    if (s.meta.role === 'standby' && failed && !peers.some((p) => p.node === failed.primary)) {
+      peers.push({
+        node: failed.primary, address: 'incoming', protocol: 'sync', state: 'disconnected', lastMode: null,
+        ackedSeq: j.headSeq, lagSeq: 0, lagBytes: 0, bitmapBlocks: s.meta.resyncRemaining ? s.meta.resyncRemaining.size : 0,
+        resync: null, lastError: failed.message, bytesSent: 0,
       })
     }
     return {

@@ -9,6 +9,7 @@ import { expectFrame, helloAndAuth } from './handshake.js'
 import { peerBitmap } from './primary-handshake.js'
 import { rangeDigests } from './resync-sender.js'
 import { reportDivergence } from './divergence-report.js'
+import { applyUnjournaled, markCannotApply } from './standby-apply.js'
 import { crc32c } from '../util/crc32c.js'
 import { BlockrepError } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
@@ -292,10 +293,18 @@ export class StandbySession {
     }
     validateFramePayload(f, this.store.meta)
     const data = m.zero ? null : f.payload
-    // the payload's crc was just verified against the frame: the journal reuses it
-    j.append({ seq: m.seq, epoch: m.epoch, offset: m.offset, length: m.length, data, crc: m.crc })
-    if (data) this.store.volume.write(m.offset, data)
-    else this.store.volume.zero(m.offset, m.length)
+    try {
+      if (!j.fits(m.length, m.zero)) {
+        this.applyUnjournaled(m, data)
+      } else {
+        // the payload's crc was just verified against the frame: the journal reuses it
+        j.append({ seq: m.seq, epoch: m.epoch, offset: m.offset, length: m.length, data, crc: m.crc })
+        if (data) this.store.volume.write(m.offset, data)
+        else this.store.volume.zero(m.offset, m.length)
+      }
+    } catch (err) {
+      throw this.cannotApply(m, err as Error)
+    }
     void this.commit.wait(m.seq).then(
       () => {
         try {
@@ -306,6 +315,20 @@ export class StandbySession {
       },
       (err: Error) => this.fail(err, 'journal sync failed'),
     )
+  }
+
+  /** See applyUnjournaled (standby-apply.ts); the group commit restarts with the journal. */
+  private applyUnjournaled(m: WriteMsg, data: Buffer | null): void {
+    applyUnjournaled(this.store, m, data, this.log.child({ primary: this.primaryId }))
+    this.commit.reset(m.seq)
+  }
+
+  /** See markCannotApply (standby-apply.ts): the standby stops calling itself consistent. */
+  private cannotApply(m: WriteMsg, err: Error): BlockrepError {
+    const { error, remaining } = markCannotApply(this.store, m, err, this.log)
+    this.remaining = remaining
+    this.opts.onChange?.()
+    return error
   }
 
   private ackDurable(): void {

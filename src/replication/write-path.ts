@@ -89,7 +89,22 @@ export class WritePath {
     return this.throttleBytesPerSec > 0
   }
 
-  /** Writes `data` at `offset` (zero-fill when data is null); resolves when durable per invariant 2. */
+  /**
+   * Writes `data` at `offset` (zero-fill when data is null); resolves with
+   * the last seq it took once durable per invariant 2.
+   *
+   * A write larger than the journal's record limit becomes several records
+   * with consecutive seqs, each a write of its own range (a zero-fill stays
+   * one header-only record). The records are appended one at a time, each
+   * followed by its data write, so a reclaim the write itself causes only
+   * evicts records whose data is in the volume. A write larger than a
+   * quarter of the journal goes in groups of that size, each durable
+   * (locally and on the streaming sync peers) before the next is appended:
+   * one client write never wraps the journal past records a peer still
+   * needs. The client gets its reply only when every record is durable; if
+   * the node crashes before, a prefix of the records may survive, as a disk
+   * may keep part of a write it never acknowledged.
+   */
   async write(offset: number, length: number, data: Buffer | null): Promise<number> {
     const refuse = this.writable()
     if (refuse) throw refuse
@@ -98,22 +113,47 @@ export class WritePath {
       throw new BlockrepError('ERR_NO_SPACE', `write of ${length} bytes at ${offset} passes the end of the ${vol.size}-byte volume`, { context: { offset, length, size: vol.size } })
     }
     const started = performance.now()
-    if (this.throttleBytesPerSec > 0) await this.throttle(length)
-    const again = this.writable()
-    if (again) throw again
+    const journal = this.store.journal
+    const piece = data ? journal.recordLimit : Math.max(1, length)
+    const group = Math.max(piece, Math.floor(journal.capacity / 4))
+    let last = journal.headSeq
+    let done = 0
+    do {
+      const n = Math.min(length - done, group)
+      if (this.throttleBytesPerSec > 0) await this.throttle(n)
+      const again = this.writable()
+      if (again) throw again
+      for (let at = done; at < done + n || at === 0; at += piece) {
+        const len = Math.min(piece, done + n - at)
+        last = this.appendOne(offset + at, len, data ? data.subarray(at, at + len) : null)
+        if (len === 0) break
+      }
+      done += n
+      if (done < length) await this.durable(last)
+    } while (done < length)
+    await this.durable(last)
+    this.onLatency?.((performance.now() - started) / 1000)
+    return last
+  }
+
+  /** One record: journal, data, every link. Returns its seq. */
+  private appendOne(offset: number, length: number, data: Buffer | null): number {
     // one crc for the journal record and every standby's frame
     const rec: JournalRecord = { seq: this.store.journal.headSeq + 1, epoch: this.store.epoch, offset, length, data, crc: data ? crc32c(data) : 0 }
     this.store.journal.append(rec)
-    if (data) vol.write(offset, data)
-    else vol.zero(offset, length)
+    if (data) this.store.volume.write(offset, data)
+    else this.store.volume.zero(offset, length)
     this.remember(rec)
     this.commit.noteAppended(length)
     for (const l of this.listeners) l.onAppend(rec)
-    await this.commit.wait(rec.seq)
-    const peers = [...this.listeners].map((l) => l.waitDurable(rec.seq))
-    if (peers.length) await Promise.all(peers)
-    this.onLatency?.((performance.now() - started) / 1000)
     return rec.seq
+  }
+
+  /** Resolves once `seq` is durable locally and on every streaming sync peer. */
+  private async durable(seq: number): Promise<void> {
+    await this.commit.wait(seq)
+    const peers = [...this.listeners].map((l) => l.waitDurable(seq))
+    if (peers.length) await Promise.all(peers)
   }
 
   /** Every acknowledged write is durable locally and on every streaming sync peer. */

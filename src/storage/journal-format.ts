@@ -26,11 +26,17 @@ import { crc32c } from '../util/crc32c.js'
  *   32 u32 dataCrc           crc32c of the payload (0 for ZERO)
  *   36 u32 prev              headerCrc of the previous record (the chain)
  *   40 u64 pos               where this record was written
- *   48 ..60 reserved         60 u32 headerCrc = crc32c of bytes [0, 60)
+ *   48 u32 salt              random per writer session (open, truncateAfter): see below
+ *   52 ..60 reserved         60 u32 headerCrc = crc32c of bytes [0, 60)
  *   64 payload (length bytes), then zero padding
  *
  * The chain (`prev`) is what lets recovery tell a live record from a stale one
  * with the right seq left by an earlier lap, a truncateAfter() or a reset().
+ * The salt makes a record appended after a reopen or a truncateAfter() differ
+ * from an identical one appended before (same seq, content and place): without
+ * it, the stale successor of that older record, written but never synced
+ * before a crash or cut by truncateAfter(), would chain onto the new one and
+ * come back at the next open.
  * A record that does not fit between `pos` and the end of the ring goes to 0
  * (no marker: recovery tries `pos`, then 0).
  */
@@ -45,6 +51,12 @@ export const FORMAT_VERSION = 1
 export const SUPER_MAGIC = 0x534a5242 // 'BRJS'
 export const RECORD_MAGIC = 0x524a5242 // 'BRJR'
 export const RecordFlag = { ZERO: 1 } as const
+/**
+ * What writers put in one record at most (Journal.recordLimit): a client write
+ * larger than this becomes several records. A quarter of the smallest journal
+ * `init` accepts (1 MiB), so a primary's records always fit its standbys'.
+ */
+export const MAX_RECORD_PAYLOAD = 256 * 1024
 /** u32 length field, and a sane cap so a single record cannot be absurd. */
 export const MAX_RECORD_LENGTH = 0xffffffff
 
@@ -90,7 +102,7 @@ export function recordSize(length: number, zero: boolean): number {
 }
 
 /** Writes the 64-byte header into `buf` at `at`; returns its headerCrc. */
-export function encodeHeader(buf: Buffer, at: number, h: Omit<RecordHeader, 'hcrc'>): number {
+export function encodeHeader(buf: Buffer, at: number, h: Omit<RecordHeader, 'hcrc'>, salt = 0): number {
   buf.fill(0, at, at + HEADER_SIZE)
   buf.writeUInt32LE(RECORD_MAGIC, at)
   buf.writeUInt16LE(FORMAT_VERSION, at + 4)
@@ -102,6 +114,7 @@ export function encodeHeader(buf: Buffer, at: number, h: Omit<RecordHeader, 'hcr
   buf.writeUInt32LE(h.dataCrc, at + 32)
   buf.writeUInt32LE(h.prev, at + 36)
   put64(buf, at + 40, h.pos)
+  buf.writeUInt32LE(salt >>> 0, at + 48)
   const hcrc = crc32c(buf.subarray(at, at + 60))
   buf.writeUInt32LE(hcrc, at + 60)
   return hcrc

@@ -69,7 +69,9 @@ export function scanRing(fd: number, cp: Checkpoint, path: string): { entries: E
     }
     const e = p.entry
     if (!e) break
-    const gap = e.pos === pos ? 0 : ring - pos
+    // The lap is measured from the first record, as the writer measures its use: a first record
+    // that went to 0 (it did not fit at the checkpoint's position) leaves free space behind it, not used space.
+    const gap = e.pos === pos || entries.length === 0 ? 0 : ring - pos
     // Never walk more than one lap, whatever the bytes say.
     if (used + gap + e.size > ring) break
     used += gap + e.size

@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import { crc32c } from '../util/crc32c.js'
 import { BlockrepError } from '../util/errors.js'
 import type { JournalEntryInfo, JournalRecord } from './types.js'
-import { HEADER_SIZE, RECORD_ALIGN, RING_BASE, encodeHeader, recordSize, type Checkpoint } from './journal-format.js'
+import { HEADER_SIZE, MAX_RECORD_PAYLOAD, RECORD_ALIGN, RING_BASE, encodeHeader, recordSize, type Checkpoint } from './journal-format.js'
 import { placeRecord, validateRecord } from './journal-ring.js'
 import { openJournalFile, type Entry } from './journal-recovery.js'
 import { freshChain, readRecord, syncFd, writeGather, writeSuper } from './journal-io.js'
@@ -60,6 +60,8 @@ export class Journal {
   private nextSeq: number
   private nextPos: number
   private nextPrev: number
+  /** salt of the records this session appends (journal-format.ts): a new one per open and truncateAfter */
+  private salt = freshChain()
 
   private constructor(file: string, fd: number, cp: Checkpoint, entries: Entry[], droppedTornBytes: number) {
     this.path = file
@@ -98,6 +100,23 @@ export class Journal {
   /** Ring capacity in bytes. */
   get capacity(): number {
     return this.ring
+  }
+
+  /**
+   * The largest payload a writer should put in one record: at most
+   * MAX_RECORD_PAYLOAD, and at most a quarter of the ring, so that a client
+   * write of any size is journaled as several records that each leave room
+   * for others (write-path.ts), and so that the records of a primary with a
+   * big journal also fit a standby's small one (every journal `init` accepts
+   * is at least 1 MiB).
+   */
+  get recordLimit(): number {
+    return Math.min(MAX_RECORD_PAYLOAD, Math.max(RECORD_ALIGN, Math.floor(this.ring / 4 / RECORD_ALIGN) * RECORD_ALIGN))
+  }
+
+  /** True when a record of `length` bytes (zero: no payload) fits this ring at all. */
+  fits(length: number, zero: boolean): boolean {
+    return recordSize(length, zero) <= this.ring
   }
 
   /** Ring bytes taken by held records, including a skipped gap at the end of the ring. */
@@ -164,7 +183,7 @@ export class Journal {
       }
       const dataCrc = zero ? 0 : (rec.crc ?? crc32c(rec.data!))
       const h = headers.subarray(i * HEADER_SIZE, (i + 1) * HEADER_SIZE)
-      const hcrc = encodeHeader(h, 0, { seq: rec.seq, epoch: rec.epoch, offset: rec.offset, length: rec.length, zero, dataCrc, prev: this.nextPrev, pos })
+      const hcrc = encodeHeader(h, 0, { seq: rec.seq, epoch: rec.epoch, offset: rec.offset, length: rec.length, zero, dataCrc, prev: this.nextPrev, pos }, this.salt)
       iov.push(h)
       if (!zero && rec.length > 0) iov.push(rec.data!)
       const pad = size - HEADER_SIZE - (zero ? 0 : rec.length)
@@ -199,6 +218,11 @@ export class Journal {
     this.fdatasync()
     this.first = k
     const t = this.index[k]
+    if (!t) {
+      // The ring is empty: the checkpoint names where the record being appended will go (0 when it
+      // does not fit before the end), so that recovery finds it at the checkpoint's own position.
+      this.nextPos = placeRecord(this.nextPos, size, this.ring, null)
+    }
     this.writeCheckpoint(t ? { tailSeq: t.seq, tailPos: t.pos, tailPrev: this.index[k - 1].hcrc, tailEpoch: t.epoch }
       : { tailSeq: this.nextSeq, tailPos: this.nextPos, tailPrev: this.nextPrev, tailEpoch: 0 })
     if (this.first > 1024 && this.first * 2 > this.index.length) {
@@ -273,6 +297,8 @@ export class Journal {
       throw new BlockrepError('ERR_IO', `journal ${this.path}: truncate write failed`, { cause, context: { path: this.path, seq } })
     }
     this.fdatasync()
+    // records appended from here must not chain onto the dropped ones if they happen to be identical
+    this.salt = freshChain()
     const keep = this.first + (seq + 1 - this.tailSeq)
     const last = keep > this.first ? this.index[keep - 1] : null
     this.index.length = keep
