@@ -1,7 +1,8 @@
 import t from 'tap'
 import fc from 'fast-check'
 import { isDeepStrictEqual } from 'node:util'
-import { FrameDecoder, encodeFrameBuffer, encodeRuns } from '../src/wire/index.js'
+import { FrameDecoder, encodeFrameBuffer, encodeRuns, validateMessage } from '../src/wire/index.js'
+import { BlockrepError } from '../src/util/errors.js'
 import type { Frame, Message } from '../src/wire/index.js'
 import { NbdDecoder, encodeOption, encodeRequest } from '../src/nbd/codec.js'
 import type { Frame as NbdFrame } from '../src/nbd/codec.js'
@@ -114,4 +115,28 @@ t.test('nbd decoder - any split of a valid negotiation and transmission stream y
     })
     if (d.bufferedBytes !== 0) throw new Error(`${d.bufferedBytes} bytes left buffered`)
   }), 200)
+})
+
+t.test('frame decoder fuzz - mutated valid streams end in a typed error or frames that validate, never a bogus message', async (t) => {
+  let errors = 0
+  let frames = 0
+  property(t, 'frame decoder mutations', fc.property(fc.array(wireMessage, { minLength: 1, maxLength: 6 }), fc.array(fc.record({ at: fc.nat(), x: fc.integer({ min: 1, max: 255 }) }), { minLength: 1, maxLength: 4 }), splits, (msgs, flips, lens) => {
+    const all = Buffer.from(Buffer.concat(msgs.map(([m, p]) => encodeFrameBuffer(m, p))))
+    for (const f of flips) all[f.at % all.length] ^= f.x
+    const d = new FrameDecoder({ maxHeader: 1 << 16, maxPayload: 1 << 16 })
+    const got: Frame[] = []
+    try {
+      for (const c of chunks(all, lens)) got.push(...d.push(c))
+    } catch (err) {
+      if (!(err instanceof BlockrepError) || !['ERR_FRAME_INVALID', 'ERR_FRAME_TOO_LARGE'].includes(err.code)) throw new Error(`untyped decoder error ${String(err)}`)
+      errors++
+    }
+    for (const f of got) {
+      frames++
+      // a bogus message that fails validation is a decoder bug, not an error
+      validateMessage(f.msg)
+      if (f.msg.type === 'WRITE' && !f.msg.zero && f.payload.length !== f.msg.length) throw new Error('WRITE payload length differs from its header')
+    }
+  }), 500)
+  t.ok(errors > 0 && frames > 0, `${errors} streams refused with a typed error, ${frames} frames decoded and valid`)
 })
