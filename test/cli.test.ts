@@ -1,6 +1,6 @@
 import t from 'tap'
-import { spawn, spawnSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { existsSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { AdminServer } from '../src/agent/admin-server.js'
 import { BlockrepError } from '../src/util/errors.js'
@@ -10,10 +10,26 @@ const ROOT = join(import.meta.dirname, '..')
 const MAIN = join(ROOT, 'dist/src/cli/main.js')
 const TOKEN = 'cli-test-token'
 
-// Other modules of the tree may not type-check while they are being written;
-// tsc still emits, and these tests only need the CLI's output.
-const tsc = spawnSync('npx', ['tsc', '-p', '.'], { cwd: ROOT, encoding: 'utf8' })
-if (!existsSync(MAIN)) throw new Error(`tsc did not produce ${MAIN}:\n${tsc.stdout}${tsc.stderr}`)
+// The CLI runs from dist/, built once before the suite (`npm test` runs tsc as its pretest). This
+// file must not rebuild it: other test files run dist/ in parallel, and a build here rewrote it
+// under them (and ignored tsc's exit code). A missing or stale build is an error, not a retry.
+if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first with \`npx tsc -p .\``)
+const stale = newestSource(join(ROOT, 'src'))
+if (stale && stale.mtimeMs > statSync(MAIN).mtimeMs) {
+  throw new Error(`dist/ is older than ${stale.file}: rebuild with \`npx tsc -p .\` before running the CLI tests`)
+}
+
+/** The most recently modified .ts file under `dir`. */
+function newestSource(dir: string): { file: string; mtimeMs: number } | null {
+  let best: { file: string; mtimeMs: number } | null = null
+  for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (!e.isFile() || !e.name.endsWith('.ts')) continue
+    const file = join(e.parentPath, e.name)
+    const m = statSync(file).mtimeMs
+    if (!best || m > best.mtimeMs) best = { file, mtimeMs: m }
+  }
+  return best
+}
 
 interface Run {
   code: number | null

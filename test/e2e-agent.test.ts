@@ -54,7 +54,14 @@ t.test('agent - two agents on the same data file: the second is refused naming t
   t.equal(code, 1, 'the second agent exits 1')
   t.match(stderr, /ERR_LOCK_HELD/, 'with ERR_LOCK_HELD')
   t.match(stderr, new RegExp(`pid ${holder}`), `naming the holder pid ${holder}`)
-  t.ok((await c.status('a')).headSeq >= 0, 'the first agent keeps serving')
+  const before = await c.status('a')
+  t.equal(before.role, 'primary', 'the first agent is still the primary')
+  const nbd = await c.nbd('a')
+  const data = Buffer.alloc(4096, 0x5c)
+  await nbd.write(8192, data)
+  t.same(await nbd.read(8192, 4096), data, 'the first agent keeps serving: a write reads back')
+  t.equal((await c.status('a')).headSeq, before.headSeq + 1, 'and took a seq')
+  await nbd.close()
 })
 
 t.test('agent - status and plan JSON carry the fields operators rely on; verify finds a corrupted block', async (t) => {
@@ -75,9 +82,9 @@ t.test('agent - status and plan JSON carry the fields operators rely on; verify 
   const text = (await run(['status', ...admin])).stdout
   t.match(text, /streaming/, 'human status shows the peer state')
   const plan = JSON.parse((await run(['plan', ...admin, '--json'])).stdout)
-  const entry = Array.isArray(plan) ? plan[0] : plan.peers?.[0] ?? plan.plan?.[0]
-  t.same({ node: entry.node, mode: entry.mode }, { node: 'b', mode: 'NONE' }, 'plan: an in-sync peer needs NONE')
-  t.ok('blocks' in entry && 'bytes' in entry && 'reason' in entry, 'plan entry has blocks, bytes, reason')
+  t.ok(Array.isArray(plan) && plan.length === 1, 'plan --json is an array with one entry per peer')
+  const entry = plan[0]
+  t.match(entry, { node: 'b', mode: 'NONE', blocks: 0, bytes: 0, reason: /rule 3/ }, `plan: an in-sync peer needs NONE, nothing to move (${entry.reason})`)
 
   const metrics = await (await fetch(`http://127.0.0.1:${c.node('a').adminPort}/metrics`)).text()
   const count = Number(/^blockrep_write_latency_seconds_count(?:\{[^}]*\})? (\d+)/m.exec(metrics)?.[1] ?? 0)

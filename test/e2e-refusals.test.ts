@@ -56,8 +56,8 @@ t.test('replication - random garbage sent to the replication ports leaves both a
 t.test('replication - two primaries refuse each other (split brain) and write nothing', async (t) => {
   const c = await Cluster.create(t, { nodes: ['a', 'b'], size: 8 * MiB })
   await c.init('a')
-  await c.init('b', ['--role', 'primary'].slice(0, 0))
-  // b becomes a second primary of the same volume: it syncs once, then is promoted while a still runs
+  await c.init('b')
+  // b, a standby, becomes a second primary of the same volume: it syncs once, then is promoted while a still runs
   await c.startAll()
   await c.waitInSync('b')
   await c.admin('a', 'POST', '/disconnect', { peer: 'b' })
@@ -71,6 +71,11 @@ t.test('replication - two primaries refuse each other (split brain) and write no
   await c.admin('a', 'POST', '/connect', { peer: 'b' })
   await waitFor(async () => /split brain/i.test((await c.status('a')).peers[0].lastError ?? ''), 20_000, 'split-brain refusal')
   t.match((await c.status('a')).peers[0].lastError, /split brain/i, 'a reports split brain')
+  const [sa, sb] = [await c.status('a'), await c.status('b')]
+  t.same([sa.role, sb.role], ['primary', 'primary'], 'both are primaries')
+  t.ok(sb.epoch > sa.epoch, `b's promotion started a newer epoch (${sb.epoch} > ${sa.epoch})`)
+  t.not(sa.peers[0].state, 'streaming', 'a never streams to b')
+  t.match(await c.logOf('b'), /split brain/i, 'b logs the refusal too')
   t.equal(await c.sha('a'), shaA, 'a unchanged')
   t.equal(await c.sha('b'), shaB, 'b unchanged')
   await nbdA.close()

@@ -2,6 +2,7 @@ import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
+import { testSeed } from './helpers/seed.js'
 import { Journal, replayJournal } from '../src/storage/journal.js'
 import { Volume } from '../src/storage/volume.js'
 import { RING_BASE, SUPER_SLOT_SIZE } from '../src/storage/journal-format.js'
@@ -91,7 +92,7 @@ t.test('journal - wrap-around many times the capacity: reads match and onReclaim
   const p = path.join(t.testdir(), 'j')
   const cap = 64 * 1024
   let j = Journal.open(p, { size: cap, create: true })
-  const seed = Date.now() >>> 0
+  const seed = testSeed('journal wrap-around')
   const r = rng(seed)
   const model = new Map<number, JournalRecord>()
   const evictedAll: JournalEntryInfo[] = []

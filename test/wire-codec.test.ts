@@ -2,6 +2,7 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { crc32c } from '../src/util/crc32c.js'
 import { BlockrepError } from '../src/util/errors.js'
+import { randomBytesFrom, rng, runs, testSeed } from './helpers/seed.js'
 import {
   decodeHeader,
   DEFAULT_LIMITS,
@@ -182,11 +183,12 @@ t.test('wire - input split at every byte position', async t => {
 t.test('wire - several frames in one chunk and across random chunks', async t => {
   const all = Buffer.concat(samples.map(s => Buffer.from(GOLDEN[s[0].type] ?? '', 'hex')))
   t.same(new FrameDecoder().push(all), samples.map(frameOf), 'all in one chunk')
+  const r = rng(testSeed('wire random chunking'))
   for (let round = 0; round < 50; round++) {
     const d = new FrameDecoder()
     const got: Frame[] = []
     for (let pos = 0; pos < all.length; ) {
-      const n = 1 + Math.floor(Math.random() * 40)
+      const n = 1 + Math.floor(r() * 40)
       got.push(...d.push(all.subarray(pos, pos + n)))
       pos += n
     }
@@ -319,24 +321,33 @@ t.test('wire - the encoder refuses malformed outgoing messages', async t => {
 t.test('wire - random garbage never crashes and never yields a bogus message', async t => {
   let frames = 0
   let errors = 0
+  const r = rng(testSeed('wire garbage'))
   const check = (bytes: Buffer, label: string): void => {
     const d = new FrameDecoder({ maxHeader: 1 << 16, maxPayload: 1 << 16 })
+    let decoded: Frame[]
     try {
-      for (const f of d.push(bytes)) {
-        frames++
-        validateMessage(f.msg)
-      }
+      decoded = d.push(bytes)
     } catch (err) {
       errors++
       if (!(err instanceof BlockrepError) || !['ERR_FRAME_INVALID', 'ERR_FRAME_TOO_LARGE'].includes(err.code)) {
-        t.fail(`${label}: unexpected ${String(err)}`)
+        t.fail(`${label}: unexpected ${String(err)} for ${bytes.toString('hex')}`)
+      }
+      return
+    }
+    // what the decoder yields must be a valid message: a bogus one is a decoder bug, not an error
+    for (const f of decoded) {
+      frames++
+      try {
+        validateMessage(f.msg)
+      } catch (err) {
+        t.fail(`${label}: the decoder yielded a message that fails validation (${String(err)}) from ${bytes.toString('hex')}`)
       }
     }
   }
-  for (let i = 0; i < 3000; i++) check(randomBytes(1 + Math.floor(Math.random() * 200)), `random ${i}`)
-  for (let i = 0; i < 3000; i++) {
+  for (let i = 0; i < runs(3000); i++) check(randomBytesFrom(r, 1 + Math.floor(r() * 200)), `random ${i}`)
+  for (let i = 0; i < runs(3000); i++) {
     // plausible prefix, random msgpack-ish body: reaches the msgpack decoder and the validator
-    const body = randomBytes(1 + Math.floor(Math.random() * 60))
+    const body = randomBytesFrom(r, 1 + Math.floor(r() * 60))
     if (i % 2) body[0] = 0x80 | (body[0]! & 0x0f)
     const pre = Buffer.alloc(8)
     pre.writeUInt32BE(body.length, 0)
