@@ -37,6 +37,8 @@ interface Pipe {
   /** chunks held while stalled or while the target connects; an empty one stands for the end */
   held: Buffer[]
   ended: boolean
+  /** paused until the destination drains */
+  draining: boolean
 }
 
 interface Conn {
@@ -198,8 +200,8 @@ export class FaultProxy {
       server,
       connected: false,
       dead: false,
-      up: { src: client, dst: server, dir: 'up', lastAt: 0, held: [], ended: false },
-      down: { src: server, dst: client, dir: 'down', lastAt: 0, held: [], ended: false },
+      up: { src: client, dst: server, dir: 'up', lastAt: 0, held: [], ended: false, draining: false },
+      down: { src: server, dst: client, dir: 'down', lastAt: 0, held: [], ended: false, draining: false },
     }
     this.conns.add(c)
     for (const p of [c.up, c.down]) {
@@ -268,9 +270,11 @@ export class FaultProxy {
         setTimeout(() => p.dst.destroy(), 500).unref()
         return
       }
-      if (!ok && !this.stalled) {
+      if (!ok && !this.stalled && !p.draining) {
+        p.draining = true
         p.src.pause()
         p.dst.once('drain', () => {
+          p.draining = false
           if (!this.stalled && !c.dead) p.src.resume()
         })
       }
