@@ -40,6 +40,8 @@ export interface TrialPlan {
   resyncMaxMiBps: number
   checksumResync: boolean
   headDeltaMaxBytes: number
+  /** let the first FULL finish before the faults start (otherwise most faults hit it) */
+  syncFirst: boolean
   faults: PlannedFault[]
 }
 
@@ -89,6 +91,7 @@ export function planTrial(seed: number, index: number, maxWrite: number): TrialP
     resyncMaxMiBps: pick([0, 0, 20, 60]),
     checksumResync: rnd() < 0.3,
     headDeltaMaxBytes: pick([256 * 1024, MiB, 8 * MiB]),
+    syncFirst: rnd() < 0.6,
     faults,
   }
 }
@@ -96,5 +99,5 @@ export function planTrial(seed: number, index: number, maxWrite: number): TrialP
 export function describePlan(p: TrialPlan): string {
   const j = Object.entries(p.journals).map(([n, b]) => `${n} ${b / MiB}M`).join(' ')
   const peers = p.standbys.map((s) => `${s} (${p.protocols[s]})`).join(', ')
-  return `primary a, standbys ${peers}; journals ${j}; depth ${p.depth}; resync ${p.resyncMaxMiBps || 'unlimited'} MiB/s${p.checksumResync ? ', checksum' : ''}; faults ${p.faults.map((f) => `${f.kind}(${f.peer})@${f.phase}`).join(', ')}`
+  return `primary a, standbys ${peers}; journals ${j}; depth ${p.depth}${p.syncFirst ? '; faults after the first sync' : ''}; resync ${p.resyncMaxMiBps || 'unlimited'} MiB/s${p.checksumResync ? ', checksum' : ''}; faults ${p.faults.map((f) => `${f.kind}(${f.peer})@${f.phase}`).join(', ')}`
 }

@@ -129,6 +129,10 @@ export async function runTrial(plan: TrialPlan, keepDir: boolean, say: (m: strin
 
     writer = new ModelWriter(plan.size, rnd, plan.maxWrite, plan.depth, () => NbdClient.connect('127.0.0.1', c.node('a').nbdPort))
     const writing = writer.run()
+    if (plan.syncFirst) {
+      // under a write load with small journals this may take rounds; the faults start regardless after 30 s
+      await Promise.all(plan.standbys.map((s) => c.waitInSync(s, 30_000).catch(() => say(`  ${s} not in sync after 30 s; faults start anyway`))))
+    }
 
     const waitPhase = async (f: PlannedFault): Promise<void> => {
       if (f.phase === 'any') return
