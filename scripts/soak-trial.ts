@@ -162,7 +162,7 @@ export async function runTrial(plan: TrialPlan, keepDir: boolean, say: (m: strin
         await sleep(f.holdMs)
         await c.start('a')
         const st = await c.status('a')
-        if (st.headSeq < before) fail(`primary head went back from ${before} to ${st.headSeq} after kill -9 at ${phase}: seqs ${st.headSeq + 1}..${before} would be reused`, writer.stats.largest > plan.journals.a! / 2 ? 'known §1' : 'new')
+        if (st.headSeq < before) fail(`primary head went back from ${before} to ${st.headSeq} after kill -9 at ${phase}: seqs ${st.headSeq + 1}..${before} would be reused`, writer.stats.largestSent > plan.journals.a! / 2 ? 'known §1' : 'new')
         headMax = Math.max(headMax, st.headSeq)
         last = st
         setTimeout(() => writer && (writer.primaryDown = false), 300)
@@ -174,7 +174,7 @@ export async function runTrial(plan: TrialPlan, keepDir: boolean, say: (m: strin
         await sleep(f.holdMs)
         await c.start(f.peer)
         const st = await c.status(f.peer)
-        if (st.headSeq < acked) fail(`standby ${f.peer} came back at head ${st.headSeq} after kill -9 at ${phase}, but had acknowledged ${acked}`, writer.stats.largest > plan.journals[f.peer]! / 2 ? 'known §1' : 'new')
+        if (st.headSeq < acked) fail(`standby ${f.peer} came back at head ${st.headSeq} after kill -9 at ${phase}, but had acknowledged ${acked}`, writer.stats.largestSent > plan.journals[f.peer]! / 2 ? 'known §1' : 'new')
       } else if (f.kind === 'cut') {
         proxy.resume()
         proxy.cut()
@@ -221,9 +221,12 @@ export async function runTrial(plan: TrialPlan, keepDir: boolean, say: (m: strin
     }
 
     // every write that failed while the primary was up is a bug (the export accepted its size)
-    for (const wf of writer.failures.filter((x) => !x.primaryDown).slice(0, 3)) {
+    const unexpected = writer.failures.filter((x) => !x.primaryDown)
+    const why = unexpected.length > 0 ? engineErrors(c.node('a').log) : []
+    for (const wf of unexpected.slice(0, 3)) {
       const tooBig = wf.length > minJournal / 2
-      fail(`write of ${wf.length} bytes at ${wf.offset} failed at +${wf.at} ms with the primary up: ${wf.message}`, tooBig ? 'known §2' : 'new')
+      const reason = why.find((m) => m.includes(`of ${wf.length} bytes`)) ?? why[0] ?? 'no engine error logged'
+      fail(`write of ${wf.length} bytes at ${wf.offset} failed at +${wf.at} ms with the primary up: ${wf.message} (primary log: ${reason})`, tooBig ? 'known §2' : 'new')
     }
 
     if (process.env.SOAK_SELFTEST === '1') corruptForSelfTest(c.node('a').data, writer)
@@ -251,10 +254,25 @@ export async function runTrial(plan: TrialPlan, keepDir: boolean, say: (m: strin
     failures,
     fired,
     modes,
-    writer: writer?.stats ?? { acked: 0, ackedBytes: 0, failed: 0, largest: 0, unaligned: 0, reconnects: 0 },
+    writer: writer?.stats ?? { acked: 0, ackedBytes: 0, failed: 0, largest: 0, largestSent: 0, unaligned: 0, reconnects: 0 },
     ms: Date.now() - t0,
     dir,
   }
+}
+
+/** The distinct messages of the errors the NBD engine reported in an agent's log. */
+function engineErrors(logFile: string): string[] {
+  const out = new Set<string>()
+  for (const line of fs.readFileSync(logFile, 'utf8').split('\n')) {
+    if (!line.includes('engine error')) continue
+    try {
+      const m = (JSON.parse(line) as { err?: { message?: string } }).err?.message
+      if (m) out.add(m.replace(/\/tmp\/blockrep-\w+\//g, ''))
+    } catch {
+      // a partial line at a kill
+    }
+  }
+  return [...out]
 }
 
 /** How two volumes differ: the count of 4 KiB blocks and the first few. */

@@ -30,6 +30,8 @@ export interface WriterStats {
   ackedBytes: number
   failed: number
   largest: number
+  /** largest write sent (acknowledged or not): what the journals may have had to hold */
+  largestSent: number
   unaligned: number
   reconnects: number
 }
@@ -41,7 +43,7 @@ export class ModelWriter {
   readonly unknown: Uint8Array
   private readonly busy: Uint8Array
   readonly failures: WriteFailure[] = []
-  readonly stats: WriterStats = { acked: 0, ackedBytes: 0, failed: 0, largest: 0, unaligned: 0, reconnects: 0 }
+  readonly stats: WriterStats = { acked: 0, ackedBytes: 0, failed: 0, largest: 0, largestSent: 0, unaligned: 0, reconnects: 0 }
   /** true while the harness has the primary down: failures then are expected */
   primaryDown = false
   private stopping = false
@@ -127,6 +129,7 @@ export class ModelWriter {
         continue
       }
       const data = this.fill(length)
+      this.stats.largestSent = Math.max(this.stats.largestSent, length)
       this.busy.fill(1, s0, s1)
       if (offset % SECTOR !== 0 || length % SECTOR !== 0) this.stats.unaligned++
       const nbd = this.nbd
