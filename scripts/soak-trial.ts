@@ -121,7 +121,7 @@ export async function runTrial(plan: TrialPlan, keepDir: boolean, say: (m: strin
             }
           }
         }
-        await sleep(20)
+        await sleep(40)
       }
     }
     const polled = poll()

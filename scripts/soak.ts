@@ -15,9 +15,9 @@
  *   SOAK_TRIALS=200 SOAK_SEED=1234 npm run soak
  *   SOAK_MAX_WRITE=1M        cap the write size (default: the export's maximum, 32 MiB)
  *   SOAK_KEEP=1              keep the folders (volumes, configs, agent logs) of failed trials
- *   SOAK_PROPERTY=1          then run the long property and fuzz tests
- *                            (test/*property*.test.ts, test/*fuzz*.test.ts) with
- *                            PROPERTY_RUNS / FUZZ_RUNS (default 20000) and their seed
+ *   SOAK_PROPERTY=1          then run the long property and fuzz tests (test files whose
+ *                            name matches SOAK_PROPERTY_FILES, default /(property|fuzz|model).*\.test\.ts$/)
+ *                            with PROPERTY_RUNS / FUZZ_RUNS (default 20000) and PROPERTY_SEED
  *
  * Ends with `soak: N trials, F failures, seed S`; exit code 1 when F > 0.
  */
@@ -95,9 +95,10 @@ async function main(): Promise<number> {
 
 /** The long runs of the property and fuzz tests (whatever test files carry those names). Returns 1 on failure. */
 function runPropertyTests(seed: number): number {
-  const files = readdirSync('test').filter((f) => /(property|fuzz).*\.test\.ts$/.test(f)).map((f) => `test/${f}`)
+  const pattern = new RegExp(process.env.SOAK_PROPERTY_FILES ?? '(property|fuzz|model).*\\.test\\.ts$')
+  const files = readdirSync('test').filter((f) => pattern.test(f)).map((f) => `test/${f}`)
   if (files.length === 0) {
-    console.log('property: no test/*property*.test.ts or test/*fuzz*.test.ts files found')
+    console.log(`property: no test files match ${pattern}`)
     return 0
   }
   const runs = process.env.PROPERTY_RUNS ?? '20000'

@@ -16,7 +16,7 @@ const certs: Record<string, CertFiles> = { a: makeCert(dir, ca1, 'a'), b: makeCe
 const tlsOf = (c: CertFiles, ca: CertFiles, require = true) => ({ tls: { cert: c.cert, key: c.key, ca: ca.cert, require } })
 
 t.test('e2e tls - a TLS pair replicates byte-identical, and no secret or key reaches the logs or the status', async (t) => {
-  const c = await Cluster.create(t, { nodes: ['a', 'b'], size: 16 * MiB, journalSize: 4 * MiB, extra: { a: tlsOf(certs.a, ca1), b: tlsOf(certs.b, ca1) } })
+  const c = await Cluster.create(t, { nodes: ['a', 'b'], size: 16 * MiB, journalSize: 4 * MiB, extra: { a: { ...tlsOf(certs.a, ca1), log: { level: 'debug' } }, b: { ...tlsOf(certs.b, ca1), log: { level: 'debug' } } } })
   await c.initAll()
   await c.startAll()
   await c.waitInSync('b', 30_000)
