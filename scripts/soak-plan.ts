@@ -36,6 +36,8 @@ export interface TrialPlan {
   /** per standby: sync or async */
   protocols: Record<string, 'sync' | 'async'>
   depth: number
+  /** writer rate cap in MiB/s (0: as fast as it goes); a cap keeps outages' gaps small enough for HEAD_DELTA */
+  rateMiBps: number
   maxWrite: number
   resyncMaxMiBps: number
   checksumResync: boolean
@@ -60,7 +62,7 @@ export function planTrial(seed: number, index: number, maxWrite: number): TrialP
   const between = (lo: number, hi: number) => Math.floor(lo + rnd() * (hi - lo + 1))
   const standbys = rnd() < 0.3 ? ['b', 'c'] : ['b']
   const journals: Record<string, number> = {}
-  for (const n of ['a', ...standbys]) journals[n] = pick([1, 2, 4, 8, 16]) * MiB
+  for (const n of ['a', ...standbys]) journals[n] = pick([1, 2, 4, 8, 16, 64]) * MiB
   const protocols: Record<string, 'sync' | 'async'> = { b: 'sync' }
   if (standbys.includes('c')) protocols.c = 'async'
   const kinds: FaultKind[] = ['kill-primary', 'kill-standby', 'kill-standby', 'cut', 'stall', 'truncate', 'truncate', 'delay']
@@ -87,6 +89,7 @@ export function planTrial(seed: number, index: number, maxWrite: number): TrialP
     journals,
     protocols,
     depth: between(1, 8),
+    rateMiBps: pick([0, 4, 4, 16]),
     maxWrite,
     resyncMaxMiBps: pick([0, 0, 20, 60]),
     checksumResync: rnd() < 0.3,
@@ -99,5 +102,5 @@ export function planTrial(seed: number, index: number, maxWrite: number): TrialP
 export function describePlan(p: TrialPlan): string {
   const j = Object.entries(p.journals).map(([n, b]) => `${n} ${b / MiB}M`).join(' ')
   const peers = p.standbys.map((s) => `${s} (${p.protocols[s]})`).join(', ')
-  return `primary a, standbys ${peers}; journals ${j}; depth ${p.depth}${p.syncFirst ? '; faults after the first sync' : ''}; resync ${p.resyncMaxMiBps || 'unlimited'} MiB/s${p.checksumResync ? ', checksum' : ''}; faults ${p.faults.map((f) => `${f.kind}(${f.peer})@${f.phase}`).join(', ')}`
+  return `primary a, standbys ${peers}; journals ${j}; depth ${p.depth}, ${p.rateMiBps || 'unlimited'} MiB/s${p.syncFirst ? '; faults after the first sync' : ''}; resync ${p.resyncMaxMiBps || 'unlimited'} MiB/s${p.checksumResync ? ', checksum' : ''}; faults ${p.faults.map((f) => `${f.kind}(${f.peer})@${f.phase}`).join(', ')}`
 }

@@ -127,7 +127,7 @@ export async function runTrial(plan: TrialPlan, keepDir: boolean, say: (m: strin
     const polled = poll()
     const peerOf = (s: string) => (last as NodeStatus | null)?.peers.find((p) => p.node === s)
 
-    writer = new ModelWriter(plan.size, rnd, plan.maxWrite, plan.depth, () => NbdClient.connect('127.0.0.1', c.node('a').nbdPort))
+    writer = new ModelWriter(plan.size, rnd, plan.maxWrite, plan.depth, () => NbdClient.connect('127.0.0.1', c.node('a').nbdPort), plan.rateMiBps)
     const writing = writer.run()
     if (plan.syncFirst) {
       // under a write load with small journals this may take rounds; the faults start regardless after 30 s

@@ -49,6 +49,7 @@ export class ModelWriter {
   private stopping = false
   private nbd: NbdClient | null = null
   private readonly t0 = Date.now()
+  private sent = 0
 
   constructor(
     readonly size: number,
@@ -56,6 +57,8 @@ export class ModelWriter {
     private readonly maxWrite: number,
     private readonly depth: number,
     private readonly connect: () => Promise<NbdClient>,
+    /** MiB/s cap on what is sent; 0 = none */
+    private readonly rateMiBps = 0,
   ) {
     this.model = Buffer.alloc(size)
     this.unknown = new Uint8Array(Math.ceil(size / SECTOR))
@@ -139,6 +142,11 @@ export class ModelWriter {
         inflight.delete(q)
       })
       inflight.add(q)
+      this.sent += length
+      if (this.rateMiBps > 0) {
+        const ahead = (this.sent / (this.rateMiBps * MiB)) * 1000 - (Date.now() - this.t0)
+        if (ahead > 0) await new Promise((r) => setTimeout(r, Math.min(ahead, 2000)))
+      }
       if (inflight.size >= this.depth) await Promise.race(inflight)
     }
     await Promise.all(inflight)

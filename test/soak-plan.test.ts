@@ -21,11 +21,11 @@ t.test('soak-plan - 200 trials cover every fault kind and phase, both topologies
       phases.add(f.phase)
       if (!p.standbys.includes(f.peer)) problems.push(`trial ${i}: fault on missing ${f.peer}`)
     }
-    for (const j of Object.values(p.journals)) if (j < 1 << 20 || j > 16 << 20) problems.push(`trial ${i}: journal ${j}`)
+    for (const j of Object.values(p.journals)) if (j < 1 << 20 || j > 64 << 20) problems.push(`trial ${i}: journal ${j}`)
     if (p.standbys.includes('c') && p.protocols.c !== 'async') problems.push(`trial ${i}: c not async`)
     if (p.protocols.b !== 'sync') problems.push(`trial ${i}: b not sync`)
   }
-  t.same(problems, [], 'faults hit existing standbys, journals 1-16 MiB, b sync, c async')
+  t.same(problems, [], 'faults hit existing standbys, journals 1-64 MiB, b sync, c async')
   t.same([...kinds].sort(), ['cut', 'delay', 'kill-primary', 'kill-standby', 'stall', 'truncate'])
   t.same([...phases].sort(), ['any', 'handshake', 'streaming', 'syncing'])
   t.same([...topologies].sort(), [1, 2])
