@@ -76,7 +76,7 @@ export function planTrial(seed: number, index: number, maxWrite: number): TrialP
       peer: pick(standbys),
       phase: pick(phases),
       afterMs: between(50, 500),
-      holdMs: kind === 'stall' ? between(100, 2200) : kind === 'delay' ? between(200, 1000) : between(30, 800),
+      holdMs: kind === 'stall' ? between(100, 4000) : kind === 'delay' ? between(200, 1000) : between(30, 800),
       amount: kind === 'truncate' ? between(0, 40) : between(5, 80),
       dir: pick(['up', 'down', 'any'] as const),
     })

@@ -47,9 +47,16 @@ function phaseOf(p: PeerStatus | undefined): string {
   return 'down'
 }
 
+/** The running trial's cleanup (agents, proxies, folder), for a soak interrupted by a signal. */
+let active: Cleanup | null = null
+export async function abortTrial(): Promise<void> {
+  await active?.run()
+}
+
 export async function runTrial(plan: TrialPlan, keepDir: boolean, say: (m: string) => void): Promise<TrialResult> {
   const t0 = Date.now()
   const cleanup = new Cleanup()
+  active = cleanup
   const failures: Failure[] = []
   const fired: string[] = []
   const modes: string[] = []
@@ -82,7 +89,8 @@ export async function runTrial(plan: TrialPlan, keepDir: boolean, say: (m: strin
           reconnectMinMs: 50,
           reconnectMaxMs: 400,
           heartbeatMs: 200,
-          peerTimeoutMs: 1500,
+          // generous: the soak shares two cores with everything else on the machine
+          peerTimeoutMs: 3000,
           resyncMaxMiBps: plan.resyncMaxMiBps,
           checksumResync: plan.checksumResync,
           headDeltaMaxBytes: plan.headDeltaMaxBytes,
@@ -246,6 +254,7 @@ export async function runTrial(plan: TrialPlan, keepDir: boolean, say: (m: strin
     const keep = keepDir && failures.length > 0
     if (keep) process.env.BLOCKREP_KEEP_DIR = '1'
     await cleanup.run()
+    active = null
     if (keep) delete process.env.BLOCKREP_KEEP_DIR
     else dir = null
   }

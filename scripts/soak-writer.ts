@@ -14,6 +14,7 @@ import { NbdClient } from '../src/client/nbd-client.js'
 
 const SECTOR = 512
 const MiB = 1 << 20
+const PATTERN_BYTES = MiB
 
 export interface WriteFailure {
   offset: number
@@ -50,6 +51,8 @@ export class ModelWriter {
   private nbd: NbdClient | null = null
   private readonly t0 = Date.now()
   private sent = 0
+  private writes = 0
+  private readonly pattern: Buffer
 
   constructor(
     readonly size: number,
@@ -60,6 +63,8 @@ export class ModelWriter {
     /** MiB/s cap on what is sent; 0 = none */
     private readonly rateMiBps = 0,
   ) {
+    this.pattern = Buffer.allocUnsafe(PATTERN_BYTES)
+    for (let i = 0; i < PATTERN_BYTES; i += 4) this.pattern.writeUInt32LE((this.rnd() * 4294967296) >>> 0, i)
     this.model = Buffer.alloc(size)
     this.unknown = new Uint8Array(Math.ceil(size / SECTOR))
     this.busy = new Uint8Array(Math.ceil(size / SECTOR))
@@ -89,26 +94,27 @@ export class ModelWriter {
     return [Math.floor(offset / SECTOR), Math.ceil((offset + length) / SECTOR)]
   }
 
-  private fill(length: number): Buffer {
+  /**
+   * A write's data: a slice of the trial's random pattern at a random
+   * rotation, stamped at every 512-byte boundary of the volume with the write's
+   * number and the absolute offset, so a write landing elsewhere or a stale
+   * sector is caught. Native copies only: the fault proxies share this event
+   * loop, and a 32 MiB JS fill would stall them.
+   */
+  private fill(offset: number, length: number): Buffer {
     const b = Buffer.allocUnsafe(length)
-    let x = (this.rnd() * 4294967296) >>> 0 || 1
-    const words = length >>> 2
-    const u32 = new Uint32Array(b.buffer, b.byteOffset, b.byteOffset % 4 === 0 ? words : 0)
-    if (u32.length === words) {
-      for (let i = 0; i < words; i++) {
-        x ^= x << 13
-        x ^= x >>> 17
-        x ^= x << 5
-        u32[i] = x >>> 0
-      }
-      for (let i = words * 4; i < length; i++) b[i] = (x >>> (i & 3) * 8) & 0xff
-    } else {
-      for (let i = 0; i < length; i++) {
-        x ^= x << 13
-        x ^= x >>> 17
-        x ^= x << 5
-        b[i] = x & 0xff
-      }
+    const rot = Math.floor(this.rnd() * PATTERN_BYTES)
+    let at = 0
+    let from = rot
+    while (at < length) {
+      const n = this.pattern.copy(b, at, from, Math.min(PATTERN_BYTES, from + (length - at)))
+      at += n
+      from = 0
+    }
+    const id = ++this.writes
+    for (let abs = Math.ceil(offset / SECTOR) * SECTOR; abs + 8 <= offset + length; abs += SECTOR) {
+      b.writeUInt32BE(id >>> 0, abs - offset)
+      b.writeUInt32BE(abs % 4294967296, abs - offset + 4)
     }
     return b
   }
@@ -131,7 +137,7 @@ export class ModelWriter {
         if (inflight.size > 0) await Promise.race(inflight)
         continue
       }
-      const data = this.fill(length)
+      const data = this.fill(offset, length)
       this.stats.largestSent = Math.max(this.stats.largestSent, length)
       this.busy.fill(1, s0, s1)
       if (offset % SECTOR !== 0 || length % SECTOR !== 0) this.stats.unaligned++

@@ -26,7 +26,7 @@ import { readdirSync } from 'node:fs'
 import { Limits } from '../src/nbd/constants.js'
 import { parseSize } from '../src/util/size.js'
 import { describePlan, planTrial } from './soak-plan.js'
-import { runTrial } from './soak-trial.js'
+import { abortTrial, runTrial } from './soak-trial.js'
 import type { Failure } from './soak-trial.js'
 
 function envInt(name: string, dflt: number): number {
@@ -109,4 +109,11 @@ function runPropertyTests(seed: number): number {
   return r.status === 0 ? 0 : 1
 }
 
+// an interrupted soak stops its agents and removes its folder before it goes
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    say(`soak: ${sig}, stopping the running trial`)
+    void abortTrial().finally(() => process.exit(130))
+  })
+}
 process.exitCode = (await main()) > 0 ? 1 : 0
