@@ -107,8 +107,8 @@ export async function runTrial(plan: TrialPlan, keepDir: boolean, say: (m: strin
       // in-process (what `blockrep init` does): spawning the CLI costs seconds on a loaded machine
       NodeStore.init({ ...defaultPaths(n.data), nodeId: id, size: plan.size, blockSize: 4096, journalSize: plan.journals[id] as number, role: id === 'a' ? 'primary' : 'standby', volumeId: id === 'a' ? randomUUID() : '' })
     }
-    await c.start('a')
-    await Promise.all(plan.standbys.map((s) => c.start(s)))
+    await c.start('a', 60_000)
+    await Promise.all(plan.standbys.map((s) => c.start(s, 60_000)))
     const tSetup = Date.now()
 
     // the primary's status, polled: heads seen, acked seqs, modes chosen
@@ -168,7 +168,7 @@ export async function runTrial(plan: TrialPlan, keepDir: boolean, say: (m: strin
         const before = headMax
         proxy.resume()
         await sleep(f.holdMs)
-        await c.start('a')
+        await c.start('a', 60_000)
         const st = await c.status('a')
         if (st.headSeq < before) fail(`primary head went back from ${before} to ${st.headSeq} after kill -9 at ${phase}: seqs ${st.headSeq + 1}..${before} would be reused`, writer.stats.largestSent > plan.journals.a! / 2 ? 'known §1' : 'new')
         headMax = Math.max(headMax, st.headSeq)
@@ -180,7 +180,7 @@ export async function runTrial(plan: TrialPlan, keepDir: boolean, say: (m: strin
         await c.kill(f.peer, 'SIGKILL')
         proxy.resume()
         await sleep(f.holdMs)
-        await c.start(f.peer)
+        await c.start(f.peer, 60_000)
         const st = await c.status(f.peer)
         if (st.headSeq < acked) fail(`standby ${f.peer} came back at head ${st.headSeq} after kill -9 at ${phase}, but had acknowledged ${acked}`, writer.stats.largestSent > plan.journals[f.peer]! / 2 ? 'known §1' : 'new')
       } else if (f.kind === 'cut') {

@@ -1,17 +1,5 @@
 import t from 'tap'
-import { spawn } from 'node:child_process'
-import { appendFileSync } from 'node:fs'
-import { Cluster, CLI, waitFor } from './helpers/cluster.js'
-
-/** Cluster.start with a start-up allowance for a loaded machine (Cluster.start allows 15 s). */
-async function start(c: Cluster, id: string): Promise<void> {
-  const n = c.node(id)
-  const proc = spawn(process.execPath, [CLI, 'agent', '--config', n.config], { stdio: ['ignore', 'pipe', 'pipe'] })
-  proc.stdout!.on('data', (d) => appendFileSync(n.log, d))
-  proc.stderr!.on('data', (d) => appendFileSync(n.log, d))
-  n.proc = proc
-  await waitFor(async () => (await c.status(id).catch(() => null)) !== null, 90_000, `agent ${id} up`)
-}
+import { Cluster, waitFor } from './helpers/cluster.js'
 
 const MiB = 1024 * 1024
 
@@ -20,8 +8,8 @@ const MiB = 1024 * 1024
 t.test('e2e full resume - a standby killed -9 in the middle of a FULL resumes it as a BITMAP, not from zero', async (t) => {
   const c = await Cluster.create(t, { nodes: ['a', 'b'], size: 32 * MiB, journalSize: 4 * MiB, tunables: { resyncMaxMiBps: 8 } })
   await c.initAll()
-  await start(c, 'a')
-  await start(c, 'b')
+  await c.start('a', 60_000)
+  await c.start('b', 60_000)
   // the first FULL at 8 MiB/s takes ~4 s: wait until a good part is done
   await waitFor(async () => {
     const p = (await c.status('a')).peers[0]
@@ -30,7 +18,7 @@ t.test('e2e full resume - a standby killed -9 in the middle of a FULL resumes it
   const before = (await c.status('a')).peers[0]
   t.equal(before.resync?.mode, 'FULL')
   await c.kill('b', 'SIGKILL')
-  await start(c, 'b')
+  await c.start('b', 60_000)
   await waitFor(async () => {
     const p = (await c.status('a')).peers[0]
     return p.lastMode !== null && p.lastMode.at > (before.lastMode?.at ?? 0)
