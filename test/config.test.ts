@@ -34,6 +34,7 @@ t.test('config - minimal config gets every default', async t => {
     nbd: null,
     secret: SECRET,
     peers: [],
+    tls: null,
     log: { level: 'info' },
     tunables: DEFAULT_TUNABLES,
     source: null,

@@ -19,6 +19,7 @@ export function replicationConfig(cfg: AgentConfig): ReplicationConfig {
   const t = cfg.tunables
   return {
     secret: cfg.secret,
+    tls: cfg.tls,
     listen: cfg.listen ?? { host: '127.0.0.1', port: 0 },
     peers: cfg.peers.map((p) => ({ node: p.node, address: formatHostPort(p.address), protocol: p.protocol })),
     tunables: {

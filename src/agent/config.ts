@@ -8,6 +8,8 @@ import { formatSizeExact, parseSize } from '../util/size.js'
 import type { Role } from '../storage/types.js'
 import { Checker, describe, formatHostPort, parseHostPort } from './config-fields.js'
 import type { Endpoint } from './config-fields.js'
+import { parseTls } from './config-tls.js'
+import type { TlsSettings } from './config-tls.js'
 
 export { formatHostPort, parseHostPort }
 export type { Endpoint }
@@ -77,6 +79,8 @@ export interface AgentConfig {
   /** shared replication secret (utf-8, ≥ 16 bytes) */
   secret: string
   peers: PeerConfig[]
+  /** TLS on the replication link, or null for plain TCP (docs/configuration.md, "tls") */
+  tls: TlsSettings | null
   log: { level: LogLevel }
   tunables: Tunables
   /** absolute path of the file it came from, or null */
@@ -108,7 +112,7 @@ export const DEFAULT_TUNABLES: Readonly<Tunables> = Object.freeze({
 
 const TOP_KEYS = [
   'node', 'volumeId', 'data', 'meta', 'journal', 'role', 'listen', 'admin', 'adminToken',
-  'adminTokenFile', 'nbd', 'secret', 'secretFile', 'peers', 'log', 'tunables',
+  'adminTokenFile', 'nbd', 'secret', 'secretFile', 'peers', 'log', 'tunables', 'tls',
 ] as const
 const PEER_KEYS = ['node', 'address', 'protocol'] as const
 const LOG_KEYS = ['level'] as const
@@ -156,6 +160,8 @@ export function redactConfig(cfg: AgentConfig): Record<string, unknown> {
     ...cfg,
     adminToken: cfg.adminToken === null ? null : '<redacted>',
     secret: '<redacted>',
+    // file names only: certificates are public, the key is not, and neither belongs in a log
+    tls: cfg.tls === null ? null : { cert: cfg.tls.certFile, key: cfg.tls.keyFile, ca: cfg.tls.caFile, require: cfg.tls.require, verifyHostname: cfg.tls.verifyHostname },
   }
 }
 
@@ -239,6 +245,7 @@ function parseConfigInternal(obj: unknown, baseDir: string, source: string | nul
   }
 
   const tunables = parseTunables(c, top.tunables)
+  const tls = parseTls(c, top.tls, baseDir)
 
   if (c.issues.length > 0) {
     const where = source ?? 'config'
@@ -261,6 +268,7 @@ function parseConfigInternal(obj: unknown, baseDir: string, source: string | nul
     nbd,
     secret: secret as string,
     peers,
+    tls,
     log: { level },
     tunables,
     source,

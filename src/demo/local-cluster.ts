@@ -153,8 +153,8 @@ export class Cluster {
     for (const id of this.opts.nodes) await this.init(id)
   }
 
-  /** Spawns the agent and waits until its admin API answers. */
-  async start(id: string): Promise<void> {
+  /** Spawns the agent and waits until its admin API answers (for up to `timeoutMs`: more on a loaded machine). */
+  async start(id: string, timeoutMs = 15_000): Promise<void> {
     const n = this.node(id)
     appendFileSync(n.log, `--- start ${new Date().toISOString()}\n`)
     // BLOCKREP_AGENT_NODE_ARGS: extra node flags for the agents, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
@@ -164,7 +164,7 @@ export class Cluster {
     proc.stderr!.on('data', (d) => appendFileSync(n.log, d))
     n.proc = proc
     const exited = new Promise<never>((_, reject) => proc.once('exit', (code) => reject(new Error(`agent ${id} exited with ${code} during start; log ${n.log}`))))
-    await Promise.race([waitFor(async () => (await this.status(id).catch(() => null)) !== null, 15_000, `agent ${id} admin API`), exited])
+    await Promise.race([waitFor(async () => (await this.status(id).catch(() => null)) !== null, timeoutMs, `agent ${id} admin API`), exited])
   }
 
   async startAll(): Promise<void> {

@@ -1,4 +1,5 @@
-import { connectTransport } from '../wire/transport.js'
+import { dialTransport } from '../wire/tls-transport.js'
+import type { TlsConfig } from '../wire/tls-transport.js'
 import { HANDSHAKE_LIMITS } from '../wire/frame-codec.js'
 import type { FrameTransport } from '../wire/transport.js'
 import type { Frame, WireMeta } from '../wire/messages.js'
@@ -67,6 +68,8 @@ export class PeerLink implements WriteListener {
     private readonly secret: string,
     private readonly tun: LinkTunables,
     private readonly log: Logger,
+    /** dial over TLS when set */
+    private readonly tls: TlsConfig | null = null,
   ) {
     this.nodeId = peer.node
     this.acked = store.peer(peer.node).ackedSeq
@@ -162,7 +165,7 @@ export class PeerLink implements WriteListener {
       try {
         this.state = 'connecting'
         const [host, port] = splitAddress(this.peer.address)
-        const t = await connectTransport(host, port, { timeoutMs: this.tun.peerTimeoutMs, limits: HANDSHAKE_LIMITS })
+        const t = await dialTransport(host, port, { timeoutMs: this.tun.peerTimeoutMs, limits: HANDSHAKE_LIMITS, tls: this.tls })
         this.t = t
         if (!this.enabled) break
         this.state = 'handshake'

@@ -1,5 +1,7 @@
 import net from 'node:net'
-import { FrameTransport, connectTransport } from '../wire/transport.js'
+import type { FrameTransport } from '../wire/transport.js'
+import { acceptTransport, dialTransport } from '../wire/tls-transport.js'
+import type { TlsConfig } from '../wire/tls-transport.js'
 import { helloAndAuth } from './handshake.js'
 import { HANDSHAKE_LIMITS } from '../wire/frame-codec.js'
 import type { WireMeta } from '../wire/messages.js'
@@ -17,6 +19,8 @@ import type { NodeStatus, PeerStatus, PlanEntry } from './status-types.js'
 
 export interface ReplicationConfig {
   secret: string
+  /** TLS on the replication link (both directions), or null/absent for plain TCP */
+  tls?: TlsConfig | null
   /** replication listener; port 0 picks one */
   listen: { host: string; port: number }
   peers: PeerConfig[]
@@ -83,7 +87,7 @@ export class ReplicationNode {
         let t: FrameTransport | null = null
         try {
           const [host, port] = splitAddress(p.address)
-          t = await connectTransport(host, port, { timeoutMs: 1000, limits: HANDSHAKE_LIMITS })
+          t = await dialTransport(host, port, { timeoutMs: 1000, limits: HANDSHAKE_LIMITS, tls: this.cfg.tls })
           await helloAndAuth(t, this.store, this.cfg.secret, true, p.node)
         } catch (err) {
           this.log.debug({ peer: p.node, err: (err as Error).message }, 'nudge not delivered')
@@ -108,7 +112,17 @@ export class ReplicationNode {
   }
 
   private accept(socket: net.Socket): void {
-    const t = new FrameTransport(socket, { limits: HANDSHAKE_LIMITS })
+    // TLS (or its refusal) is settled below the frame layer; the session only sees a FrameTransport
+    acceptTransport(socket, { limits: HANDSHAKE_LIMITS, tls: this.cfg.tls, handshakeTimeoutMs: this.cfg.tunables.peerTimeoutMs }).then(
+      (t) => this.serve(t),
+      (err: BlockrepError) => {
+        const level = err.code === 'ERR_PEER_GONE' || err.code === 'ERR_TIMEOUT' ? 'info' : 'error'
+        this.log[level]({ remote: err.context?.remote, code: err.code, err: err.message }, 'replication connection refused')
+      },
+    )
+  }
+
+  private serve(t: FrameTransport): void {
     const remote = t.remote
     const session = new StandbySession(
       t,
@@ -153,7 +167,7 @@ export class ReplicationNode {
     wp.onLatency = (s) => this.events.writeLatency?.(s)
     this.writePath = wp
     for (const p of this.cfg.peers) {
-      const link = new PeerLink(p, this.store, wp, this.cfg.secret, this.cfg.tunables, this.log)
+      const link = new PeerLink(p, this.store, wp, this.cfg.secret, this.cfg.tunables, this.log, this.cfg.tls ?? null)
       link.onMode = (peer, mode) => this.events.modeChosen?.(peer, mode)
       this.links.set(p.node, link)
       link.start()
