@@ -59,6 +59,13 @@ export class ReplicationNode {
     return a && typeof a === 'object' ? a.port : 0
   }
 
+  /** "host:port" of the replication listener (IPv6 in brackets), or null before it listens. */
+  get listenAddress(): string | null {
+    const a = this.server?.address()
+    if (!a || typeof a !== 'object') return null
+    return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`
+  }
+
   async start(): Promise<void> {
     this.store.markOpen()
     await this.listen()
@@ -154,9 +161,9 @@ export class ReplicationNode {
   }
 
   /** Standby → primary: a new epoch starting at head+1, recorded before any write (invariant 4). */
-  async promote(force: boolean): Promise<{ epoch: number }> {
+  async promote(force: boolean): Promise<{ epoch: number; changed: boolean }> {
     const meta = this.store.meta
-    if (meta.role === 'primary') return { epoch: this.store.epoch }
+    if (meta.role === 'primary') return { epoch: this.store.epoch, changed: false }
     if (!meta.consistent && !force) {
       throw new BlockrepError('ERR_NOT_PRIMARY', `${meta.nodeId} is inconsistent (a resync is incomplete); promote --force to take over anyway`, { context: { node: meta.nodeId } })
     }
@@ -180,12 +187,12 @@ export class ReplicationNode {
     this.store.saveMeta()
     this.log.warn({ epoch, startSeq: head + 1, forced: force }, 'promoted to primary')
     this.becomePrimary()
-    return { epoch }
+    return { epoch, changed: true }
   }
 
   /** Primary → standby: stops accepting writes and dialing; the new primary will catch this node up. */
-  async demote(): Promise<void> {
-    if (this.role !== 'primary') return
+  async demote(): Promise<{ changed: boolean }> {
+    if (this.role !== 'primary') return { changed: false }
     this.store.meta.role = 'standby'
     // new writes are refused from here; the ones already accepted reach the sync peers before the links go
     await this.drainWrites()
@@ -194,6 +201,7 @@ export class ReplicationNode {
     this.store.journal.onReclaim = () => this.store.volume.flushSync()
     this.store.saveMeta()
     this.log.warn({}, 'demoted to standby')
+    return { changed: true }
   }
 
   /** Online verify against a streaming peer (see Verifier). */

@@ -95,6 +95,8 @@ export interface NodeStatus {
   nbd: NbdStatus | null
   /** ms epoch */
   upSince: number
+  /** things the operator should know about how the agent runs, in words (e.g. the config's role ignored) */
+  warnings?: string[]
 }
 
 /** What the handshake would choose now for one peer (`blockrep plan`). */
@@ -140,9 +142,10 @@ export interface VerifyJob {
 export interface AdminTarget {
   status(): NodeStatus
   plan(): Promise<PlanEntry[]>
-  /** Become primary in a new epoch; `force` allows it while inconsistent or with a primary peer reachable. */
-  promote(force: boolean): Promise<{ epoch: number }>
-  demote(): Promise<void>
+  /** Become primary in a new epoch; `force` allows it while inconsistent or with a primary peer reachable. `changed: false`: it already was primary. */
+  promote(force: boolean): Promise<{ epoch: number; changed?: boolean }>
+  /** `changed: false` (or nothing returned by an older target): see `changed` in the answer. */
+  demote(): Promise<{ changed: boolean } | void>
   /** Compares the whole volume with the peer; resolves when done (may take long). */
   verify(peer: string): Promise<VerifyResult>
   /** Progress of a running verify, or null when none runs / unknown. */
