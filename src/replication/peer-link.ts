@@ -32,9 +32,15 @@ export type { LinkTunables, PeerConfig } from './peer-config.js'
  * bitmap, and the next handshake decides how it catches up.
  */
 export class PeerLink implements WriteListener {
-  state: PeerState = 'disconnected'
+  private linkState: PeerState = 'disconnected'
+  /** ms epoch: when `state` last changed */
+  stateSince = Date.now()
   lastMode: { mode: string; reason: string; blocks: number; bytes: number; at: number } | null = null
   lastError: string | null = null
+  /** ms epoch of lastError */
+  lastErrorAt: number | null = null
+  /** the peer confirmed its position (a handshake) since this link was created; before, `ackedSeq` is the recorded one */
+  ackedConfirmed = false
   /** called with every mode the handshake chose (metrics) */
   onMode: ((peer: string, mode: string) => void) | null = null
   readonly meter = new ResyncMeter()
@@ -69,6 +75,21 @@ export class PeerLink implements WriteListener {
     this.acked = store.peer(peer.node).ackedSeq
   }
 
+  get state(): PeerState {
+    return this.linkState
+  }
+
+  set state(s: PeerState) {
+    if (s !== this.linkState) this.stateSince = Date.now()
+    this.linkState = s
+  }
+
+  /** Records why the link is down (status shows it with its time). */
+  noteError(message: string): void {
+    this.lastError = message
+    this.lastErrorAt = Date.now()
+  }
+
   start(): void {
     if (this.enabled) return
     this.enabled = true
@@ -77,11 +98,15 @@ export class PeerLink implements WriteListener {
     this.loopDone = this.loopDone.then(() => this.loop())
   }
 
-  /** Stops dialing and closes the connection; the peer is tracked from its acked seq. */
-  async stop(): Promise<void> {
+  /**
+   * Stops dialing and closes the connection; the peer is tracked from its
+   * acked seq. A `reason` (a BlockrepError) travels to the peer in an ERROR
+   * frame, so a standby can say why its primary went away.
+   */
+  async stop(reason?: Error): Promise<void> {
     this.enabled = false
     this.wakeLoop?.()
-    await this.t?.close()
+    await this.t?.close(reason)
     await this.loopDone
     if (!this.enabled) this.wp.removeListener(this)
   }
@@ -89,6 +114,11 @@ export class PeerLink implements WriteListener {
   /** The standby asked to be dialed (it just came back): skip the rest of the backoff. */
   nudge(): void {
     if (this.enabled && this.state === 'disconnected') this.wakeLoop?.()
+  }
+
+  /** false after stop(): the link does not dial until start() */
+  get dialling(): boolean {
+    return this.enabled
   }
 
   ackedSeq(): number {
@@ -160,13 +190,14 @@ export class PeerLink implements WriteListener {
         this.state = 'handshake'
         const hs = await primaryHandshake(t, this.store, this.secret, this.peer.node, this.tun.checksumResync)
         this.lastStandbyMeta = hs.standby
+        this.ackedConfirmed = true
         this.noteMode(hs.decision)
         backoff = this.tun.reconnectMinMs
         await this.session(t, hs)
       } catch (err) {
         refused = isCode(err, 'ERR_HANDSHAKE_REFUSED') || isCode(err, 'ERR_AUTH_FAILED')
         const e = err as Error
-        this.lastError = e.message
+        if (this.enabled) this.noteError(e.message)
         const level = this.enabled ? (refused ? 'error' : 'warn') : 'debug'
         this.log[level]({ peer: this.peer.node, address: this.peer.address, err: e.message, code: (err as BlockrepError).code }, 'replication link down')
       } finally {

@@ -10,7 +10,8 @@ import { splitAddress } from './peer-config.js'
 import type { LinkTunables, PeerConfig } from './peer-config.js'
 import { StandbySession } from './standby-session.js'
 import { decideFor } from './primary-handshake.js'
-import { journalGap } from './facts.js'
+import { IncomingPeers } from './incoming-peers.js'
+import { incomingPlan, incomingStatus, outgoingStatus } from './peer-status.js'
 import { BlockrepError } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
 import type { NodeStatus, PeerStatus, PlanEntry } from './status-types.js'
@@ -41,6 +42,8 @@ export class ReplicationNode {
   readonly lastPeerMeta = new Map<string, WireMeta>()
   /** extra gate on client writes (controller lease); null = none */
   writeGate: (() => BlockrepError | null) | null = null
+  /** a standby's memory of its configured peers (refusals, who answers as what) */
+  readonly incoming: IncomingPeers
   /** observers for metrics */
   events: { modeChosen?: (peer: string, mode: string) => void; writeLatency?: (seconds: number) => void } = {}
 
@@ -48,7 +51,9 @@ export class ReplicationNode {
     readonly store: NodeStore,
     private readonly cfg: ReplicationConfig,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.incoming = new IncomingPeers(cfg.peers.map((p) => p.node))
+  }
 
   get role(): 'primary' | 'standby' {
     return this.store.meta.role
@@ -89,8 +94,10 @@ export class ReplicationNode {
         try {
           const [host, port] = splitAddress(p.address)
           t = await connectTransport(host, port, { timeoutMs: 1000, limits: HANDSHAKE_LIMITS })
-          await helloAndAuth(t, this.store, this.cfg.secret, true, p.node)
+          const hello = await helloAndAuth(t, this.store, this.cfg.secret, true, p.node)
+          this.incoming.contact(p.node, { reachable: true, role: hello.role })
         } catch (err) {
+          this.incoming.contact(p.node, { reachable: false, error: (err as Error).message })
           this.log.debug({ peer: p.node, err: (err as Error).message }, 'nudge not delivered')
         } finally {
           await t?.close().catch(() => {})
@@ -125,6 +132,7 @@ export class ReplicationNode {
         divergencePolicy: this.cfg.tunables.divergencePolicy,
         onStandbyNudge: (standbyId) => this.links.get(standbyId)?.nudge(),
         onAuthenticated: (s, primaryId) => {
+          this.incoming.sessionStarted(primaryId)
           for (const other of this.sessions) {
             if (other !== s) void other.close(new BlockrepError('ERR_PEER_GONE', `replaced by a new session from ${primaryId}`))
           }
@@ -134,13 +142,32 @@ export class ReplicationNode {
     )
     this.sessions.add(session)
     session.run().then(
-      () => (session.nudge ? this.log.debug({ remote, standby: session.primaryId }, 'nudge from a standby') : this.log.info({ remote, primary: session.primaryId }, 'primary session closed')),
+      () => {
+        if (session.nudge) return this.log.debug({ remote, standby: session.primaryId }, 'nudge from a standby')
+        this.noteSessionEnd(session, session.endReason)
+        if (session.endReason !== null) this.log.warn({ remote, primary: session.primaryId, reason: session.endReason }, 'primary ended the session')
+        else this.log.info({ remote, primary: session.primaryId }, 'primary session closed')
+      },
       (err: BlockrepError) => {
+        this.noteSessionEnd(session, err.message, err)
         const level = err.code === 'ERR_PEER_GONE' ? 'info' : 'warn'
-        this.log[level]({ remote, primary: session.primaryId, code: err.code, err: err.message }, 'replication session ended')
+        this.log[level]({ remote, primary: session.primaryId ?? err.context?.peer ?? null, code: err.code, err: err.message }, 'replication session ended')
         if (err.code !== 'ERR_PEER_GONE' && err.code !== 'ERR_TIMEOUT' && !t.closed) void t.close(err).catch(() => {})
       },
     ).finally(() => this.sessions.delete(session))
+  }
+
+  /** Remembers why a session ended, for the standby's status (unless a newer session from that peer took over). */
+  private noteSessionEnd(session: StandbySession, reason: string | null, err?: BlockrepError): void {
+    const ctxPeer = err?.context?.peer
+    const peer = session.primaryId ?? (typeof ctxPeer === 'string' ? ctxPeer : null)
+    if (peer === null || session.nudge) return
+    const mode = session.mode ? { mode: session.mode.mode, reason: session.mode.reason, blocks: session.mode.blocks, bytes: session.mode.bytes, at: session.modeAt } : null
+    if (mode !== null) this.incoming.mode(peer, mode)
+    const replaced = [...this.sessions].some((o) => o !== session && o.primaryId === peer && !o.nudge)
+    if (replaced || this.closing) return
+    if (reason === null) return this.incoming.sessionEnded(peer, mode)
+    this.incoming.error(peer, reason.startsWith(peer) ? reason : `session from ${peer} ended: ${reason}`)
   }
 
   private becomePrimary(): void {
@@ -196,7 +223,7 @@ export class ReplicationNode {
     this.store.meta.role = 'standby'
     // new writes are refused from here; the ones already accepted reach the sync peers before the links go
     await this.drainWrites()
-    await this.stopLinks()
+    await this.stopLinks(new BlockrepError('ERR_SHUTDOWN', `${this.store.meta.nodeId} was demoted to standby and no longer replicates`))
     this.writePath = null
     this.store.journal.onReclaim = () => this.store.volume.flushSync()
     this.store.saveMeta()
@@ -235,12 +262,20 @@ export class ReplicationNode {
 
   private link(peer: string): PeerLink {
     const l = this.links.get(peer)
-    if (!l) throw new BlockrepError('ERR_CONFIG', `no replication link to ${peer} on this ${this.role}`, { context: { peer } })
-    return l
+    if (l) return l
+    const me = this.store.meta.nodeId
+    const configured = this.cfg.peers.map((p) => p.node)
+    if (!configured.includes(peer)) {
+      throw new BlockrepError('ERR_CONFIG', `${peer} is not a peer of ${me} (configured peers: ${configured.join(', ') || 'none'})`, { context: { peer } })
+    }
+    // a standby has no link of its own: its primary dials it and drives verify, connect and disconnect
+    const from = [...this.sessions].find((x) => x.primaryId === peer && !x.nudge)
+    const link = from ? `${peer} is replicating to ${me} now` : `${peer} is not connected to ${me} now`
+    throw new BlockrepError('ERR_NOT_PRIMARY', `${me} is a standby: the primary drives the link (${link}); run this command against the primary's admin API, with --peer ${me}`, { context: { peer, role: this.role } })
   }
 
-  private async stopLinks(): Promise<void> {
-    await Promise.all([...this.links.values()].map((l) => l.stop()))
+  private async stopLinks(reason?: Error): Promise<void> {
+    await Promise.all([...this.links.values()].map((l) => l.stop(reason)))
     this.links.clear()
   }
 
@@ -249,14 +284,15 @@ export class ReplicationNode {
     this.closing = true
     if (this.nudgeTimer) clearInterval(this.nudgeTimer)
     await this.drainWrites()
-    await this.stopLinks()
-    for (const s of this.sessions) await s.close().catch(() => {})
+    await this.stopLinks(new BlockrepError('ERR_SHUTDOWN', `${this.store.meta.nodeId} is shutting down`))
+    for (const s of this.sessions) await s.close(new BlockrepError('ERR_SHUTDOWN', `${this.store.meta.nodeId} is shutting down`)).catch(() => {})
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()))
   }
 
   /** For `plan`: what the handshake would decide for each peer now, from its last known META. */
   plan(): PlanEntry[] {
     const out: PlanEntry[] = []
+    if (this.links.size === 0) return this.cfg.peers.map((p) => incomingPlan(p, this.liveSession(p.node), this.incoming.get(p.node)))
     for (const link of this.links.values()) {
       const last = link.lastStandbyMeta
       if (!last) {
@@ -274,47 +310,26 @@ export class ReplicationNode {
     return out
   }
 
+  /** The authenticated session a primary runs with this node, if any. */
+  private liveSession(peer: string): StandbySession | null {
+    return [...this.sessions].find((x) => x.primaryId === peer && !x.nudge) ?? null
+  }
+
   status(): NodeStatus {
     const s = this.store
     const j = s.journal
-    const peers: PeerStatus[] = []
-    for (const link of this.links.values()) {
-      const acked = link.ackedSeq()
-      const gap = journalGap(s, acked)
-      const pm = s.meta.peers[link.nodeId]
-      // past the journal, the lag is what a BITMAP would move: the dirty blocks plus what the journal holds
-      const lagBytes = gap ? gap.bytes : (pm ? pm.dirty.size * s.meta.blockSize : 0) + (journalGap(s, j.tailSeq - 1)?.bytes ?? 0)
-      peers.push({
-        node: link.nodeId,
-        address: link.peer.address,
-        protocol: link.peer.protocol,
-        state: link.state,
-        lastMode: link.lastMode,
-        ackedSeq: acked,
-        lagSeq: link.lagSeq,
-        lagBytes,
-        bitmapBlocks: pm ? pm.dirty.size : 0,
-        resync: link.meter.view(),
-        lastError: link.lastError,
-        bytesSent: link.bytesSent,
-      })
+    const peers: PeerStatus[] = [...this.links.values()].map((link) => outgoingStatus(s, link))
+    const live = [...this.sessions].filter((x) => x.primaryId !== null && !x.nudge)
+    for (const p of this.cfg.peers) {
+      if (this.links.has(p.node)) continue
+      const sess = live.find((x) => x.primaryId === p.node) ?? null
+      peers.push(incomingStatus(s, p, sess, this.incoming.get(p.node), live.some((x) => x.primaryId !== p.node)))
     }
-    for (const sess of this.sessions) {
-      if (!sess.primaryId) continue
-      peers.push({
-        node: sess.primaryId,
-        address: 'incoming',
-        protocol: 'sync',
-        state: sess.state === 'handshake' ? 'handshake' : sess.state,
-        lastMode: sess.mode ? { mode: sess.mode.mode, reason: sess.mode.reason, blocks: sess.mode.blocks, bytes: sess.mode.bytes, at: sess.modeAt } : null,
-        ackedSeq: j.headSeq,
-        lagSeq: 0,
-        lagBytes: 0,
-        bitmapBlocks: s.meta.resyncRemaining ? s.meta.resyncRemaining.size : 0,
-        resync: null,
-        lastError: null,
-        bytesSent: 0,
-      })
+    // a primary this node does not list among its peers
+    for (const sess of live) {
+      if (this.cfg.peers.some((p) => p.node === sess.primaryId)) continue
+      const cfg = { node: sess.primaryId as string, address: 'incoming (not a configured peer)', protocol: 'sync' as const }
+      peers.push(incomingStatus(s, cfg, sess, null, true))
     }
     return {
       node: s.meta.nodeId,
