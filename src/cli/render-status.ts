@@ -108,6 +108,7 @@ function renderOutgoing(p: PeerStatus, opts: RenderStatusOptions): string {
 function contactText(p: PeerStatus, now: number): string {
   const c = p.contact ?? null
   if (c === null) return 'not heard from since this agent started'
+  if (!c.reachable && /authentication|refused/.test(c.error ?? '')) return `answered, but the handshake failed (${ago(c.at, now)}): ${c.error}`
   if (!c.reachable) return `unreachable (${ago(c.at, now)}): ${c.error ?? 'no answer'}`
   return `answered as ${c.role ?? 'unknown role'} (${ago(c.at, now)})`
 }

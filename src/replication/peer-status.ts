@@ -107,7 +107,9 @@ function quietFault(peer: PeerConfig, rec: IncomingPeerRecord | null): string {
   const parts: string[] = []
   if (rec?.lastError) parts.push(rec.lastError)
   if (c === null) parts.push(`${peer.node} has not connected yet (the primary dials its standbys)`)
-  else if (!c.reachable) parts.push(`${peer.node} cannot be reached at ${peer.address}: ${(c.error ?? 'no answer').replace(/^connect to \S+ failed: /, '')}`)
+  else if (!c.reachable && /authentication|refused/.test(c.error ?? '')) {
+    if (!rec?.lastError) parts.push(`${peer.node} answered but the handshake failed: ${c.error}`)
+  } else if (!c.reachable) parts.push(`${peer.node} cannot be reached at ${peer.address}: ${(c.error ?? 'no answer').replace(/^connect to \S+ failed: /, '')}`)
   else if (c.role === 'standby') parts.push(`${peer.node} answers as a standby: no primary is replicating to this node`)
   else if (rec?.lastError === null) parts.push(`${peer.node} is primary and reachable but has not dialled this node (is this node in its peers?)`)
   return parts.join('; ')

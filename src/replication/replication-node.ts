@@ -145,8 +145,8 @@ export class ReplicationNode {
       () => {
         if (session.nudge) return this.log.debug({ remote, standby: session.primaryId }, 'nudge from a standby')
         this.noteSessionEnd(session, session.endReason)
-        if (session.endReason !== null) this.log.warn({ remote, primary: session.primaryId, reason: session.endReason }, 'primary ended the session')
-        else this.log.info({ remote, primary: session.primaryId }, 'primary session closed')
+        // an ERROR frame from the primary was logged by the session with its reason
+        if (session.endReason === null) this.log.info({ remote, primary: session.primaryId }, 'primary session closed')
       },
       (err: BlockrepError) => {
         this.noteSessionEnd(session, err.message, err)
@@ -167,6 +167,9 @@ export class ReplicationNode {
     const replaced = [...this.sessions].some((o) => o !== session && o.primaryId === peer && !o.nudge)
     if (replaced || this.closing) return
     if (reason === null) return this.incoming.sessionEnded(peer, mode)
+    if (err?.code === 'ERR_AUTH_FAILED') {
+      return this.incoming.error(peer, `authentication of ${peer} failed: wrong shared secret (this node's "secret" differs from ${peer}'s)`)
+    }
     this.incoming.error(peer, reason.startsWith(peer) ? reason : `session from ${peer} ended: ${reason}`)
   }
 
