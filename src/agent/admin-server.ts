@@ -243,7 +243,9 @@ export class AdminServer {
         job.state = 'failed'
         job.error = errorFields(err)
         job.finishedAt = this.now()
-        this.log.warn({ peer, err }, 'verify failed')
+        // a refusal is the caller's answer, not a fault of this agent: no stack
+        if (err instanceof BlockrepError) this.log.warn({ peer, code: err.code, err: err.message }, 'verify failed')
+        else this.log.warn({ peer, err }, 'verify failed')
       },
     )
     // A verify the target refuses at once (unknown peer, not connected) is an
