@@ -74,6 +74,6 @@ export class IncomingPeers {
     if (!r) return
     r.contact = c.reachable
       ? { at: this.now(), reachable: true, role: c.role, error: null }
-      : { at: this.now(), reachable: false, role: null, error: c.error }
+      : { at: this.now(), reachable: false, role: null, error: c.error.replace(/^connect to \S+ failed: /, '') }
   }
 }

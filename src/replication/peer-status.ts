@@ -109,7 +109,7 @@ function quietFault(peer: PeerConfig, rec: IncomingPeerRecord | null): string {
   if (c === null) parts.push(`${peer.node} has not connected yet (the primary dials its standbys)`)
   else if (!c.reachable && /authentication|refused/.test(c.error ?? '')) {
     if (!rec?.lastError) parts.push(`${peer.node} answered but the handshake failed: ${c.error}`)
-  } else if (!c.reachable) parts.push(`${peer.node} cannot be reached at ${peer.address}: ${(c.error ?? 'no answer').replace(/^connect to \S+ failed: /, '')}`)
+  } else if (!c.reachable) parts.push(`${peer.node} cannot be reached at ${peer.address}: ${c.error ?? 'no answer'}`)
   else if (c.role === 'standby') parts.push(`${peer.node} answers as a standby: no primary is replicating to this node`)
   else if (rec?.lastError === null) parts.push(`${peer.node} is primary and reachable but has not dialled this node (is this node in its peers?)`)
   return parts.join('; ')

@@ -170,7 +170,9 @@ export class ReplicationNode {
     if (err?.code === 'ERR_AUTH_FAILED') {
       return this.incoming.error(peer, `authentication of ${peer} failed: wrong shared secret (this node's "secret" differs from ${peer}'s)`)
     }
-    this.incoming.error(peer, reason.startsWith(peer) ? reason : `session from ${peer} ended: ${reason}`)
+    // the transport names the connection by its ephemeral port: noise here
+    const why = reason.replace(/^connection to \S+: /, '')
+    this.incoming.error(peer, why.startsWith(peer) ? why : `session from ${peer} ended: ${why}`)
   }
 
   private becomePrimary(): void {
