@@ -206,7 +206,8 @@ export class StandbySession {
       case 'ERROR':
         this.closed = true
         this.endReason = `${this.primaryId} ended the session: ${m.message} (${m.code})`
-        this.log.warn({ primary: this.primaryId, code: m.code, message: m.message }, 'primary ended the session')
+        // a primary shutting down or demoted is an orderly end, not a problem
+        this.log[m.code === 'ERR_SHUTDOWN' ? 'info' : 'warn']({ primary: this.primaryId, code: m.code, message: m.message }, 'primary ended the session')
         return
       default:
         throw new BlockrepError('ERR_PROTOCOL', `unexpected ${m.type} from the primary`, { context: { type: m.type } })
