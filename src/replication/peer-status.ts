@@ -4,6 +4,7 @@ import type { PeerConfig } from './peer-config.js'
 import type { StandbySession } from './standby-session.js'
 import type { IncomingPeerRecord } from './incoming-peers.js'
 import { journalGap } from './facts.js'
+import { decideFor } from './primary-handshake.js'
 import type { PeerStatus, PlanEntry } from './status-types.js'
 
 /**
@@ -113,6 +114,20 @@ function quietFault(peer: PeerConfig, rec: IncomingPeerRecord | null): string {
   else if (c.role === 'standby') parts.push(`${peer.node} answers as a standby: no primary is replicating to this node`)
   else if (rec?.lastError === null) parts.push(`${peer.node} is primary and reachable but has not dialled this node (is this node in its peers?)`)
   return parts.join('; ')
+}
+
+/** The primary's `plan` row for one standby: what the handshake would decide now, from its last META. */
+export function outgoingPlan(store: NodeStore, link: PeerLink): PlanEntry {
+  const last = link.lastStandbyMeta
+  if (!last) return { node: link.nodeId, mode: 'UNKNOWN', reason: 'this peer has not completed a handshake since the agent started', blocks: 0, bytes: 0 }
+  // during a BITMAP/FULL the standby holds no more than its head at the handshake
+  const head = link.state === 'syncing' ? last.headSeq : Math.max(last.headSeq, link.ackedSeq())
+  const consistent = last.consistent || link.state === 'streaming'
+  // a standby that synced since that META adopted our volume id and epoch history
+  const synced = link.state === 'streaming'
+  const view = synced ? { ...last, volumeId: store.meta.volumeId, epochs: store.meta.epochs } : last
+  const d = decideFor(store, { ...view, headSeq: head, consistent, syncedOnce: last.syncedOnce || consistent, resyncRemaining: consistent ? null : last.resyncRemaining })
+  return { node: link.nodeId, mode: d.mode, reason: d.reason, blocks: d.blocks, bytes: d.bytes }
 }
 
 /**

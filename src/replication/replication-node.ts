@@ -9,9 +9,8 @@ import { PeerLink } from './peer-link.js'
 import { splitAddress } from './peer-config.js'
 import type { LinkTunables, PeerConfig } from './peer-config.js'
 import { StandbySession } from './standby-session.js'
-import { decideFor } from './primary-handshake.js'
 import { IncomingPeers } from './incoming-peers.js'
-import { incomingPlan, incomingStatus, outgoingStatus } from './peer-status.js'
+import { incomingPlan, incomingStatus, outgoingPlan, outgoingStatus } from './peer-status.js'
 import { BlockrepError } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
 import type { NodeStatus, PeerStatus, PlanEntry } from './status-types.js'
@@ -296,23 +295,8 @@ export class ReplicationNode {
 
   /** For `plan`: what the handshake would decide for each peer now, from its last known META. */
   plan(): PlanEntry[] {
-    const out: PlanEntry[] = []
     if (this.links.size === 0) return this.cfg.peers.map((p) => incomingPlan(p, this.liveSession(p.node), this.incoming.get(p.node)))
-    for (const link of this.links.values()) {
-      const last = link.lastStandbyMeta
-      if (!last) {
-        out.push({ node: link.nodeId, mode: 'UNKNOWN', reason: 'this peer has not completed a handshake since the agent started', blocks: 0, bytes: 0 })
-        continue
-      }
-      const head = Math.max(last.headSeq, link.ackedSeq())
-      const consistent = last.consistent || link.state === 'streaming'
-      // a standby that synced since that META adopted our volume id and epoch history
-      const synced = link.state === 'streaming'
-      const view = synced ? { ...last, volumeId: this.store.meta.volumeId, epochs: this.store.meta.epochs } : last
-      const d = decideFor(this.store, { ...view, headSeq: head, consistent, syncedOnce: last.syncedOnce || consistent, resyncRemaining: consistent ? null : last.resyncRemaining })
-      out.push({ node: link.nodeId, mode: d.mode, reason: d.reason, blocks: d.blocks, bytes: d.bytes })
-    }
-    return out
+    return [...this.links.values()].map((link) => outgoingPlan(this.store, link))
   }
 
   /** The authenticated session a primary runs with this node, if any. */
