@@ -33,7 +33,7 @@ export type { LinkTunables, PeerConfig } from './peer-config.js'
  */
 export class PeerLink implements WriteListener {
   private linkState: PeerState = 'disconnected'
-  /** ms epoch: when `state` last changed */
+  /** ms epoch: when the link last went up or down (or from syncing to streaming) */
   stateSince = Date.now()
   lastMode: { mode: string; reason: string; blocks: number; bytes: number; at: number } | null = null
   lastError: string | null = null
@@ -79,8 +79,10 @@ export class PeerLink implements WriteListener {
     return this.linkState
   }
 
+  /** `stateSince` moves when the link goes up or down, or between syncing and streaming: retries do not reset how long it has been down. */
   set state(s: PeerState) {
-    if (s !== this.linkState) this.stateSince = Date.now()
+    const up = (x: PeerState): boolean => x === 'syncing' || x === 'streaming'
+    if (up(s) !== up(this.linkState) || (up(s) && s !== this.linkState)) this.stateSince = Date.now()
     this.linkState = s
   }
 
