@@ -175,7 +175,7 @@ t.test('admin-server - POSTs need the bearer token', async t => {
   t.same(target.calls, [], 'nothing reached the target')
   const ok = await http('POST', `${base}/demote`, '', auth)
   t.equal(ok.status, 200)
-  t.same(ok.json(), { ok: true })
+  t.same(ok.json(), { ok: true, changed: true })
   t.same(target.calls, ['demote'])
 })
 

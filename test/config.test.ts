@@ -28,6 +28,7 @@ t.test('config - minimal config gets every default', async t => {
     meta: '/srv/br/vol.img.meta',
     journal: '/srv/br/vol.img.journal',
     role: 'standby',
+    roleGiven: false,
     listen: null,
     admin: { host: '127.0.0.1', port: 7800 },
     adminToken: null,
@@ -35,7 +36,7 @@ t.test('config - minimal config gets every default', async t => {
     secret: SECRET,
     peers: [],
     tls: null,
-    log: { level: 'info' },
+    log: { level: 'info', format: null },
     tunables: DEFAULT_TUNABLES,
     source: null,
   })

@@ -2,6 +2,7 @@ import t from 'tap'
 import {
   computeEta, createProgressDisplay, etaFromSamples, formatBlockRanges, formatDuration, progressLine, RateWindow, renderPlan, renderStatus, renderVerifyResult,
 } from '../src/cli/format-status.js'
+import { lastModeRows } from '../src/cli/render-status.js'
 import type { NodeStatus } from '../src/agent/status-types.js'
 
 t.test('format-status - computeEta from the average since the start', async t => {
@@ -73,4 +74,52 @@ t.test('format-status - plain progress display throttles lines and prints comple
   t.equal(out.split('\n').filter(Boolean).length, 3)
   t.match(out, 'verify b: 1/10 blocks (10.0%)')
   t.match(out, 'verify b: 10/10 blocks (100.0%)')
+})
+
+t.test('format-status - last mode once: mode, rule and figures, then the reason without them', async t => {
+  const full = lastModeRows({ mode: 'FULL', reason: 'FULL (rule 1): the standby never completed a sync and it has no resync-remaining bitmap to resume from; sending every block (16384 blocks, 67108864 bytes)', blocks: 16384, bytes: 64 * 2 ** 20, at: 0 }, 2000)
+  t.same(full, [
+    ['last mode', 'FULL (rule 1), 16384 blocks, 64.0 MiB, 2s ago'],
+    ['', 'the standby never completed a sync and it has no resync-remaining bitmap to resume from; sending every block'],
+  ])
+  const none = lastModeRows({ mode: 'NONE', reason: 'NONE (rule 3): both heads are at seq 60 on the same history and the standby is consistent', blocks: 0, bytes: 0, at: 0 }, 0)
+  t.same(none[0], ['last mode', 'NONE (rule 3), 0 blocks, 0 B, 0s ago'])
+  t.equal(none[1]?.[1], 'both heads are at seq 60 on the same history and the standby is consistent')
+  t.same(lastModeRows({ mode: 'BITMAP', reason: 'free text', blocks: 1, bytes: 4096, at: 0 }, 0), [['last mode', 'BITMAP, 1 block, 4.00 KiB, 0s ago'], ['', 'free text']])
+  t.same(lastModeRows(null, 0), [['last mode', '-']])
+})
+
+t.test('format-status - a fault now is apart from an old error; a standby shows who dials it', async t => {
+  const base = {
+    node: 'b', volumeId: '', role: 'primary' as const, epoch: 1, headSeq: 100, consistent: true, size: 4096 * 10, blockSize: 4096,
+    journal: { tailSeq: 1, headSeq: 100, capacity: 2 ** 20, used: 0 }, nbd: null, upSince: 0,
+  }
+  const peer = {
+    node: 'x', address: '10.0.0.2:7801', protocol: 'sync' as const, lastMode: null, ackedSeq: 60, lagSeq: 40, lagBytes: 163840, bitmapBlocks: 0,
+    resync: null, bytesSent: 0, direction: 'outgoing' as const,
+  }
+  const down = renderStatus({ ...base, peers: [{ ...peer, state: 'connecting', stateSince: 50_000, lastError: 'connect ECONNREFUSED', lastErrorAt: 55_000, fault: 'connect ECONNREFUSED', ackedConfirmed: false }] }, { now: 60_000 })
+  t.match(down, 'volume      (id not known yet: adopted from the primary at the first sync)')
+  t.match(down, 'peer x  10.0.0.2:7801  sync  (this node dials it)')
+  t.match(down, 'state         connecting for 10s')
+  t.match(down, 'fault         connect ECONNREFUSED (5s ago)')
+  t.notMatch(down, 'last error', 'the fault is the last error: not twice')
+  t.match(down, 'acked seq     60 (recorded before this agent started; x has not confirmed it since)')
+  t.match(down, 'lag           at most 40 writes, 160 KiB (until x confirms its position)')
+  const up = renderStatus({ ...base, peers: [{ ...peer, state: 'streaming', stateSince: 0, lastError: 'connect ECONNREFUSED', lastErrorAt: 0, fault: null, ackedConfirmed: true }] }, { now: 3_600_000 })
+  t.notMatch(up, /\n\s+fault/)
+  t.match(up, 'last error    connect ECONNREFUSED (1h00m ago, before the link came up)')
+  t.match(up, 'acked seq     60\n')
+  const standby = renderStatus({
+    ...base, role: 'standby',
+    peers: [{
+      ...peer, direction: 'incoming', state: 'disconnected', stateSince: 0, lastError: 'a refused this node: REFUSE (rule 0): size differs', lastErrorAt: 1000,
+      fault: 'a refused this node: REFUSE (rule 0): size differs', contact: { at: 2000, reachable: true, role: 'primary', error: null },
+    }],
+  }, { now: 4000 })
+  t.match(standby, 'peer x  10.0.0.2:7801  sync  (x dials this node)')
+  t.match(standby, 'fault      a refused this node: REFUSE (rule 0): size differs (3s ago)')
+  t.match(standby, 'contact    answered as primary (2s ago)')
+  t.notMatch(standby, 'acked seq', 'no primary-side figures on a standby')
+  t.match(renderStatus({ ...base, warnings: ['config role ignored'], peers: [] }, { now: 0 }), 'warning     config role ignored')
 })

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { Writable } from 'node:stream'
-import { componentLogger, createLogger, resolveLogLevel } from '../src/util/log.js'
+import { componentLogger, createLogger, resolveLogFormat, resolveLogLevel } from '../src/util/log.js'
 import { isCode } from '../src/util/errors.js'
 
 function sink(): { stream: Writable; lines: () => Record<string, unknown>[] } {
@@ -41,4 +41,22 @@ t.test('log - JSON lines with node, component child loggers, level filtering', a
   t.match(String(first?.time), /^\d{4}-\d\d-\d\dT/)
   t.match(second, { level: 40, node: 'a2', component: 'nbd', msg: 'slow' })
   t.equal(s.lines().length, 2)
+})
+
+t.test('log - format: --log beats BLOCKREP_LOG_FORMAT beats the config beats the terminal test', async t => {
+  t.equal(resolveLogFormat({ isTTY: true, env: {} }), 'pretty', 'a person at a terminal')
+  t.equal(resolveLogFormat({ isTTY: false, env: {} }), 'json', 'a supervisor or a pipe')
+  t.equal(resolveLogFormat({ configured: 'pretty', isTTY: false, env: {} }), 'pretty')
+  t.equal(resolveLogFormat({ configured: 'pretty', isTTY: false, env: { BLOCKREP_LOG_FORMAT: 'json' } }), 'json')
+  t.equal(resolveLogFormat({ flag: 'pretty', configured: 'json', isTTY: false, env: { BLOCKREP_LOG_FORMAT: 'json' } }), 'pretty')
+  t.throws(() => resolveLogFormat({ configured: 'xml', env: {} }), /log\.format: expected one of json, pretty, got "xml"/)
+})
+
+t.test('log - pretty: one readable line per event with node and component', async t => {
+  let text = ''
+  const stream = new Writable({ write(chunk, _enc, cb) { text += String(chunk); cb() } })
+  const log = createLogger({ level: 'info', node: 'a', format: 'pretty', colorize: false, destination: stream, env: {} })
+  componentLogger(log, 'replication').warn({ peer: 'b' }, 'link down')
+  log.debug('hidden')
+  t.match(text, /^\[\d\d:\d\d:\d\d\.\d{3}\] WARN: a\/replication: link down \{"peer":"b"\}\n$/)
 })

@@ -16,8 +16,8 @@ import type { AdminTarget, VerifyJob } from './status-types.js'
  *   GET  /plan                   PlanEntry[]
  *   GET  /metrics                Prometheus text
  *   GET  /verify?peer=ID         VerifyJob (404 when none was started)
- *   POST /promote    {force?}    {epoch}
- *   POST /demote                 {ok: true}
+ *   POST /promote    {force?}    {epoch, changed}  (changed false: it already was primary)
+ *   POST /demote                 {ok: true, changed}  (changed false: it already was a standby)
  *   POST /verify     {peer}      202 VerifyJob (attaches to a running one)
  *   POST /connect    {peer}      {ok: true}
  *   POST /disconnect {peer}      {ok: true}
@@ -182,9 +182,10 @@ export class AdminServer {
             if (typeof force !== 'boolean') throw new HttpError(400, 'ERR_USAGE', 'force: expected true or false')
             return sendJson(res, 200, await this.target.promote(force))
           }
-          case '/demote':
-            await this.target.demote()
-            return sendJson(res, 200, { ok: true })
+          case '/demote': {
+            const r = await this.target.demote()
+            return sendJson(res, 200, { ok: true, changed: r?.changed ?? true })
+          }
           case '/verify':
             return sendJson(res, 202, await this.startVerify(requiredPeer(body.peer)))
           case '/connect':
@@ -242,7 +243,9 @@ export class AdminServer {
         job.state = 'failed'
         job.error = errorFields(err)
         job.finishedAt = this.now()
-        this.log.warn({ peer, err }, 'verify failed')
+        // a refusal is the caller's answer, not a fault of this agent: no stack
+        if (err instanceof BlockrepError) this.log.warn({ peer, code: err.code, err: err.message }, 'verify failed')
+        else this.log.warn({ peer, err }, 'verify failed')
       },
     )
     // A verify the target refuses at once (unknown peer, not connected) is an

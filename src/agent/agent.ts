@@ -8,6 +8,7 @@ import { NbdServer } from '../nbd/server.js'
 import { BlockrepError } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
 import { AgentMetrics } from './metrics.js'
+import { checkInitialised, roleNote } from './startup-checks.js'
 import type { AdminTarget, NodeStatus } from './status-types.js'
 
 /** Resync rounds after which client writes are throttled regardless of the gap. */
@@ -51,6 +52,8 @@ export class Agent {
   readonly metrics: AgentMetrics
   nbd: NbdServer | null = null
   nbdAddress: string | null = null
+  /** what the operator should know about how this agent started (shown by `status`) */
+  readonly warnings: string[] = []
   private stopped: Promise<void> | null = null
 
   private constructor(
@@ -68,6 +71,7 @@ export class Agent {
   }
 
   static async start(cfg: AgentConfig, log: Logger): Promise<Agent> {
+    checkInitialised(cfg)
     const store = NodeStore.open(
       { data: cfg.data, meta: cfg.meta, journal: cfg.journal },
       { allowCorruptMeta: cfg.role === 'standby', nodeId: cfg.node, blockSize: cfg.tunables.blockSize },
@@ -93,6 +97,11 @@ export class Agent {
       throw err
     }
     const agent = new Agent(cfg, store, node, new VolumeEngine(node, store.meta.volumeId || cfg.node), log)
+    const note = roleNote(cfg, store.meta.role)
+    if (note !== null) {
+      agent.warnings.push(note)
+      log.warn({ configRole: cfg.role, metaRole: store.meta.role }, note)
+    }
     if (cfg.nbd) {
       try {
         agent.nbd = new NbdServer({ engine: agent.engine, log })
@@ -103,12 +112,13 @@ export class Agent {
         throw err
       }
     }
-    log.info({ replication: `${node.listenPort}`, nbd: agent.nbdAddress }, 'agent started')
+    log.info({ role: store.meta.role, replication: node.listenAddress, nbd: agent.nbdAddress, peers: cfg.peers.map((p) => `${p.node}@${formatHostPort(p.address)}`) }, 'agent started')
     return agent
   }
 
   status(): NodeStatus {
     const s = this.node.status()
+    s.warnings = [...this.warnings]
     s.nbd = this.nbd ? { address: this.nbdAddress, readOnly: this.engine.isReadOnly(), connections: this.nbd.connections } : null
     return s
   }

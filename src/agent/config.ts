@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs'
 import { dirname, extname, resolve } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { BlockrepError } from '../util/errors.js'
-import { isLogLevel, LOG_LEVELS } from '../util/log.js'
-import type { LogLevel } from '../util/log.js'
+import { isLogFormat, isLogLevel, LOG_FORMATS, LOG_LEVELS } from '../util/log.js'
+import type { LogFormat, LogLevel } from '../util/log.js'
 import { formatSizeExact, parseSize } from '../util/size.js'
 import type { Role } from '../storage/types.js'
 import { Checker, describe, formatHostPort, parseHostPort } from './config-fields.js'
@@ -69,6 +69,8 @@ export interface AgentConfig {
   journal: string
   /** initial role; the metadata wins once the volume is initialised */
   role: Role
+  /** whether the file set `role` (the agent warns when it disagrees with the metadata) */
+  roleGiven: boolean
   /** replication listener; null: no fixed listener (the agent dials its peers) */
   listen: Endpoint | null
   /** admin HTTP API, or null to disable it */
@@ -81,7 +83,8 @@ export interface AgentConfig {
   peers: PeerConfig[]
   /** TLS on the replication link, or null for plain TCP (docs/configuration.md, "tls") */
   tls: TlsSettings | null
-  log: { level: LogLevel }
+  /** format null: chosen at start (pretty on a terminal, JSON otherwise; see resolveLogFormat) */
+  log: { level: LogLevel; format: LogFormat | null }
   tunables: Tunables
   /** absolute path of the file it came from, or null */
   source: string | null
@@ -115,7 +118,7 @@ const TOP_KEYS = [
   'adminTokenFile', 'nbd', 'secret', 'secretFile', 'peers', 'log', 'tunables', 'tls',
 ] as const
 const PEER_KEYS = ['node', 'address', 'protocol'] as const
-const LOG_KEYS = ['level'] as const
+const LOG_KEYS = ['level', 'format'] as const
 const SIZE_TUNABLES = ['blockSize', 'journalSize', 'windowBytes', 'maxBatchBytes', 'headDeltaMaxBytes'] as const
 
 const NODE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
@@ -236,11 +239,16 @@ function parseConfigInternal(obj: unknown, baseDir: string, source: string | nul
   }
 
   let level: LogLevel = 'info'
+  let format: LogFormat | null = null
   if (top.log !== undefined && top.log !== null) {
     const rec = c.object(top.log, 'log', LOG_KEYS)
     if (rec?.level !== undefined) {
       if (isLogLevel(rec.level)) level = rec.level
       else c.add('log.level', `expected one of ${LOG_LEVELS.join(', ')}, got ${describe(rec.level)}`)
+    }
+    if (rec?.format !== undefined && rec.format !== null) {
+      if (isLogFormat(rec.format)) format = rec.format
+      else c.add('log.format', `expected one of ${LOG_FORMATS.join(', ')}, got ${describe(rec.format)}`)
     }
   }
 
@@ -262,6 +270,7 @@ function parseConfigInternal(obj: unknown, baseDir: string, source: string | nul
     meta,
     journal,
     role,
+    roleGiven: top.role !== undefined && top.role !== null,
     listen,
     admin,
     adminToken,
@@ -269,7 +278,7 @@ function parseConfigInternal(obj: unknown, baseDir: string, source: string | nul
     secret: secret as string,
     peers,
     tls,
-    log: { level },
+    log: { level, format },
     tunables,
     source,
   }

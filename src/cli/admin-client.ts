@@ -62,12 +62,15 @@ export class AdminClient {
     return (await this.call('GET', '/metrics')).text
   }
 
-  promote(force = false): Promise<{ epoch: number }> {
+  /** `changed` false: the node already was primary (older agents leave it out). */
+  promote(force = false): Promise<{ epoch: number; changed?: boolean }> {
     return this.json('POST', '/promote', { force })
   }
 
-  async demote(): Promise<void> {
-    await this.json('POST', '/demote', {})
+  /** `changed` false: the node already was a standby. */
+  async demote(): Promise<{ changed: boolean }> {
+    const r = await this.json<{ changed?: boolean }>('POST', '/demote', {})
+    return { changed: r.changed !== false }
   }
 
   /** Starts a verify against `peer`, or attaches to the one already running. */
@@ -116,6 +119,7 @@ export class AdminClient {
       req.on('error', err => {
         if (err instanceof BlockrepError) return reject(err)
         const code = (err as NodeJS.ErrnoException).code
+        if (typeof code === 'string' && code.startsWith('HPE_')) return reject(this.notAdminApi(err))
         const hint = code === 'ECONNREFUSED' ? ' (is the agent running, and is this its admin address?)' : ''
         reject(new BlockrepError('ERR_IO', `cannot reach the ${this.where()}: ${err.message}${hint}`, { cause: err }))
       })
@@ -131,6 +135,20 @@ export class AdminClient {
         })
       })
       req.end(payload ?? undefined)
+    })
+  }
+
+  /** Something answered that is not HTTP: name it when it is one of ours (NBD says NBDMAGIC first). */
+  private notAdminApi(err: Error): BlockrepError {
+    const where = formatHostPort(this.endpoint)
+    const raw = (err as Error & { rawPacket?: unknown }).rawPacket
+    const first = Buffer.isBuffer(raw) ? raw : Buffer.alloc(0)
+    const what = first.subarray(0, 8).toString('latin1') === 'NBDMAGIC'
+      ? 'it is an NBD export'
+      : 'it answered with something that is not HTTP (a replication port, or another service?)'
+    return new BlockrepError('ERR_PROTOCOL', `${where} does not speak the admin API: ${what}; give --admin the "admin" address of the agent's config (default ${DEFAULT_ADMIN})`, {
+      cause: err,
+      context: { address: where },
     })
   }
 

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto'
-import { existsSync } from 'node:fs'
+import { existsSync, statSync } from 'node:fs'
 import { Option } from 'commander'
 import type { Command } from 'commander'
 import { NodeStore, defaultPaths } from '../replication/node-store.js'
+import type { NodeMeta } from '../storage/types.js'
 import { parseSize, formatBytes } from '../util/size.js'
 import { BlockrepError } from '../util/errors.js'
 
@@ -54,15 +55,41 @@ export function register(program: Command): void {
         throw new BlockrepError('ERR_USAGE', `--volume-id "${flags.volumeId}" is not a UUID`, { context: { field: '--volume-id' } })
       }
       const paths = defaultPaths(flags.data, flags.meta, flags.journal)
+      const existed = existsSync(paths.meta)
       // a new primary gets a fresh id; re-running init on an existing volume validates it instead
-      const volumeId = flags.volumeId ?? (flags.role === 'primary' && !existsSync(paths.meta) ? randomUUID() : '')
+      const volumeId = flags.volumeId ?? (flags.role === 'primary' && !existed ? randomUUID() : '')
       const warnings: string[] = []
       const meta = NodeStore.init({ ...paths, nodeId: flags.node, size, blockSize, journalSize, role: flags.role, volumeId }, warnings)
       for (const w of warnings) process.stderr.write(`blockrep: warning: ${w}\n`)
       const out = cmd.parent?.configureOutput().writeOut ?? ((s: string) => process.stdout.write(s))
+      const given = (name: string): boolean => cmd.getOptionValueSource(name) === 'cli'
+      if (existed) {
+        out(`already initialised: ${paths.meta} exists and matches --size, --block-size and --node; nothing was created or changed\n`)
+        for (const n of unchanged(meta, flags, journalSize, paths.journal, given)) out(`  not changed: ${n}\n`)
+      }
       out(
         `volume ${meta.volumeId || '(adopted at first sync)'}: ${formatBytes(meta.size)} in ${meta.blockSize}-byte blocks, node ${meta.nodeId}, role ${meta.role}\n` +
           `  data ${paths.data}\n  meta ${paths.meta}\n  journal ${paths.journal}\n`,
       )
     })
+}
+
+/** What a re-run of init on an existing volume was asked to set but left as it was. */
+function unchanged(meta: NodeMeta, flags: InitFlags, journalSize: number, journal: string, given: (name: string) => boolean): string[] {
+  const notes: string[] = []
+  if (given('role') && flags.role !== meta.role) {
+    const how = meta.role === 'primary' ? 'blockrep demote' : 'blockrep promote'
+    notes.push(`role stays ${meta.role} (--role ${flags.role} ignored: init sets the role of a new volume only; use \`${how}\` on the running agent)`)
+  }
+  if (given('journalSize') && existsSync(journal)) {
+    const have = statSync(journal).size
+    // the file holds the ring plus a small header: compare to within 1%
+    if (Math.abs(have - journalSize) > journalSize / 100 + 64 * 1024) {
+      notes.push(`journal stays ${formatBytes(have)} (--journal-size ${formatBytes(journalSize)} ignored: the size is fixed when the journal is created)`)
+    }
+  }
+  if (given('volumeId') && meta.volumeId === '') {
+    notes.push(`volume id stays unset (--volume-id ignored: this standby adopts the primary's id at its first sync)`)
+  }
+  return notes
 }

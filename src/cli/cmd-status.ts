@@ -18,7 +18,7 @@ export function register(program: Command): void {
     .command('status')
     .description('show role, epoch, head, consistency and, per peer, state, last mode, lag and resync progress')
     .option('--json', 'print the status as JSON (plain figures, no bars)')
-    .addOption(new Option('--watch', 'after printing, follow resync progress until no peer is syncing').conflicts('json'))
+    .addOption(new Option('--watch', 'after printing, follow the resync (from the primary or the standby) until it is done').conflicts('json'))
     .option('--interval <ms>', 'poll interval for --watch', '1000')
   addAdminOptions(cmd).action(async (opts: StatusOptions) => {
     const client = adminClientFrom(opts)
@@ -31,7 +31,7 @@ export function register(program: Command): void {
     // on a terminal the resync figures are drawn as bars below the tables
     process.stdout.write(renderStatus(status, { now: Date.now(), resyncRows: !tty }))
     if (opts.watch !== true) {
-      if (tty && syncing(status)) {
+      if (tty && status.peers.some(p => p.resync !== null)) {
         const display = createProgressDisplay(process.stdout, true)
         showResyncs(display, status)
         display.stop()
@@ -41,9 +41,14 @@ export function register(program: Command): void {
     const interval = parseInterval(opts.interval)
     const display = createProgressDisplay(process.stdout, tty, Math.max(interval, 5000))
     let current = status
+    let said = ''
     try {
-      while (syncing(current)) {
+      while (following(current)) {
         showResyncs(display, current)
+        // between rounds, or a standby waiting for its primary: one line whenever the situation changes
+        const line = situation(current)
+        if (line !== said && !current.peers.some(p => p.resync !== null)) process.stdout.write(`${line}\n`)
+        said = line
         await sleep(interval)
         current = await client.status()
       }
@@ -54,8 +59,20 @@ export function register(program: Command): void {
   })
 }
 
-function syncing(s: NodeStatus): boolean {
-  return s.peers.some(p => p.resync !== null)
+/**
+ * Whether `--watch` keeps going: a resync runs or is being agreed (either
+ * side), or this node is a standby that is not consistent yet (its resync
+ * has not finished, or not started: it waits for its primary).
+ */
+export function following(s: NodeStatus): boolean {
+  if (s.peers.some(p => p.resync !== null || p.state === 'syncing' || p.state === 'handshake')) return true
+  return s.role === 'standby' && !s.consistent
+}
+
+/** "a: disconnected: a cannot be reached at …" — the peers' states and faults, without ages. */
+export function situation(s: NodeStatus): string {
+  const peers = s.peers.map(p => `${p.node} ${p.state}${p.fault ? `: ${p.fault}` : ''}`)
+  return `${s.node} ${s.role}, ${s.consistent ? 'consistent' : 'inconsistent'}, head ${s.headSeq}${peers.length ? `; ${peers.join('; ')}` : ''}`
 }
 
 function showResyncs(display: ReturnType<typeof createProgressDisplay>, s: NodeStatus): void {

@@ -1,6 +1,6 @@
 import cliProgress from 'cli-progress'
 import { formatBytes, formatRate } from '../util/size.js'
-import type { NodeStatus, PeerStatus, PlanEntry, ProgressFigures, VerifyResult } from '../agent/status-types.js'
+import type { ProgressFigures, VerifyResult } from '../agent/status-types.js'
 
 /**
  * Human rendering of the admin API's answers: the status tables, the plan,
@@ -100,7 +100,7 @@ function pad2(n: number): string {
   return String(n).padStart(2, '0')
 }
 
-function percent(done: number, total: number): string {
+export function percent(done: number, total: number): string {
   if (total <= 0) return '100.0%'
   return `${Math.min(100, (done * 100) / total).toFixed(1)}%`
 }
@@ -118,75 +118,8 @@ export function progressLine(p: ProgressFigures, now: number): string {
   return `${p.blocksDone}/${p.blocksTotal} blocks (${percent(p.blocksDone, p.blocksTotal)}), ${formatBytes(p.bytesDone)} at ${formatRate(rateBytesPerSec)}, ETA ${formatDuration(etaSeconds)}`
 }
 
-function table(rows: readonly (readonly [string, string])[], indent = ''): string {
-  const w = Math.max(...rows.map(r => r[0].length))
-  return rows.map(([k, v]) => `${indent}${k.padEnd(w)}  ${v}`).join('\n')
-}
-
-function ago(at: number, now: number): string {
-  return `${formatDuration((now - at) / 1000)} ago`
-}
-
-/** Peer state as shown, e.g. "syncing (BITMAP round 2)". */
-function stateText(p: PeerStatus): string {
-  return p.resync !== null && p.state === 'syncing' ? `syncing (${p.resync.mode} round ${p.resync.round})` : p.state
-}
-
-export interface RenderStatusOptions {
-  /** ms epoch, for ages and ETAs */
-  now: number
-  /** include a "resync" row with the figures (off when bars are drawn instead) */
-  resyncRows?: boolean
-}
-
-/** The node's figures, then one table per peer. */
-export function renderStatus(s: NodeStatus, opts: RenderStatusOptions): string {
-  const { now } = opts
-  const j = s.journal
-  const nodeRows: [string, string][] = [
-    ['node', `${s.node} (${s.role}, epoch ${s.epoch})`],
-    ['volume', `${s.volumeId}, ${formatBytes(s.size)} in ${s.blockSize}-byte blocks`],
-    ['head seq', String(s.headSeq)],
-    ['consistent', s.consistent ? 'yes' : 'no (a resync is incomplete)'],
-    ['journal', `seq ${j.tailSeq}..${j.headSeq}, ${formatBytes(j.used)} of ${formatBytes(j.capacity)} used (${percent(j.used, j.capacity)})`],
-    ['nbd', s.nbd === null || s.nbd.address === null
-      ? 'not exported'
-      : `${s.nbd.address} ${s.nbd.readOnly ? 'read-only' : 'read-write'}, ${s.nbd.connections} connection${s.nbd.connections === 1 ? '' : 's'}`],
-    ['up', `${formatDuration((now - s.upSince) / 1000)} (since ${new Date(s.upSince).toISOString()})`],
-  ]
-  const parts = [table(nodeRows)]
-  if (s.peers.length === 0) parts.push('no peers configured')
-  for (const p of s.peers) parts.push(renderPeer(p, opts))
-  return `${parts.join('\n\n')}\n`
-}
-
-function renderPeer(p: PeerStatus, opts: RenderStatusOptions): string {
-  const { now } = opts
-  const m = p.lastMode
-  const rows: [string, string][] = [
-    ['state', stateText(p)],
-    ['last mode', m === null ? '-' : `${m.mode}: ${m.reason} (${m.blocks} blocks, ${formatBytes(m.bytes)}, ${ago(m.at, now)})`],
-    ['acked seq', String(p.ackedSeq)],
-    ['lag', `${p.lagSeq} write${p.lagSeq === 1 ? '' : 's'}, ${formatBytes(p.lagBytes)}`],
-    ['dirty bitmap', `${p.bitmapBlocks} block${p.bitmapBlocks === 1 ? '' : 's'}`],
-    ['sent', formatBytes(p.bytesSent)],
-  ]
-  if (p.resync !== null && opts.resyncRows !== false) {
-    rows.push(['resync', `${p.resync.mode} round ${p.resync.round}: ${progressLine(p.resync, now)}`])
-  }
-  rows.push(['last error', p.lastError ?? '-'])
-  return `peer ${p.node}  ${p.address}  ${p.protocol}\n${table(rows, '  ')}`
-}
-
-/** One row per peer: the mode a handshake would choose now and what it would move. */
-export function renderPlan(entries: readonly PlanEntry[]): string {
-  if (entries.length === 0) return 'no peers configured\n'
-  const head = ['PEER', 'MODE', 'BLOCKS', 'BYTES', 'REASON']
-  const rows = entries.map(e => [e.node, e.mode, String(e.blocks), formatBytes(e.bytes), e.reason])
-  const w = head.map((h, i) => Math.max(h.length, ...rows.map(r => (r[i] as string).length)))
-  const line = (r: string[]): string => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i] as number))).join('  ')
-  return `${[line(head), ...rows.map(line)].join('\n')}\n`
-}
+export { renderStatus, renderPlan } from './render-status.js'
+export type { RenderStatusOptions } from './render-status.js'
 
 /** "3-5, 9, 12-20 … and 4 more ranges" */
 export function formatBlockRanges(blocks: readonly number[], maxRanges = 50): string {

@@ -277,7 +277,7 @@ export class NbdSession {
       maxPayload: this.limits.maxPayload,
     })
     if (action.next === 'disconnect') {
-      this.log.info({ conn: this.id, reason: action.reason }, 'nbd: disconnecting during handshake')
+      this.log.debug({ conn: this.id, reason: action.reason }, 'nbd: disconnecting during handshake')
       this.close(action.reason, true)
       return
     }
@@ -287,7 +287,7 @@ export class NbdSession {
     } else if (action.next === 'transmission') {
       this.state = 'transmission'
       this.decoder.enterTransmission()
-      this.log.info({ conn: this.id, name: action.name, size: this.engine.size, readOnly: this.engine.isReadOnly() },
+      this.log.debug({ conn: this.id, name: action.name, size: this.engine.size, readOnly: this.engine.isReadOnly() },
         'nbd: transmission')
     }
   }

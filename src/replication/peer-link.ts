@@ -34,9 +34,15 @@ export type { LinkTunables, PeerConfig } from './peer-config.js'
  * bitmap, and the next handshake decides how it catches up.
  */
 export class PeerLink implements WriteListener {
-  state: PeerState = 'disconnected'
+  private linkState: PeerState = 'disconnected'
+  /** ms epoch: when the link last went up or down (or from syncing to streaming) */
+  stateSince = Date.now()
   lastMode: { mode: string; reason: string; blocks: number; bytes: number; at: number } | null = null
   lastError: string | null = null
+  /** ms epoch of lastError */
+  lastErrorAt: number | null = null
+  /** the peer confirmed its position (a handshake) since this link was created; before, `ackedSeq` is the recorded one */
+  ackedConfirmed = false
   /** called with every mode the handshake chose (metrics) */
   onMode: ((peer: string, mode: string) => void) | null = null
   readonly meter = new ResyncMeter()
@@ -75,6 +81,23 @@ export class PeerLink implements WriteListener {
     this.acked = store.peer(peer.node).ackedSeq
   }
 
+  get state(): PeerState {
+    return this.linkState
+  }
+
+  /** `stateSince` moves when the link goes up or down, or between syncing and streaming: retries do not reset how long it has been down. */
+  set state(s: PeerState) {
+    const up = (x: PeerState): boolean => x === 'syncing' || x === 'streaming'
+    if (up(s) !== up(this.linkState) || (up(s) && s !== this.linkState)) this.stateSince = Date.now()
+    this.linkState = s
+  }
+
+  /** Records why the link is down (status shows it with its time). */
+  noteError(message: string): void {
+    this.lastError = message
+    this.lastErrorAt = Date.now()
+  }
+
   start(): void {
     if (this.enabled) return
     this.enabled = true
@@ -83,11 +106,15 @@ export class PeerLink implements WriteListener {
     this.loopDone = this.loopDone.then(() => this.loop())
   }
 
-  /** Stops dialing and closes the connection; the peer is tracked from its acked seq. */
-  async stop(): Promise<void> {
+  /**
+   * Stops dialing and closes the connection; the peer is tracked from its
+   * acked seq. A `reason` (a BlockrepError) travels to the peer in an ERROR
+   * frame, so a standby can say why its primary went away.
+   */
+  async stop(reason?: Error): Promise<void> {
     this.enabled = false
     this.wakeLoop?.()
-    await this.t?.close()
+    await this.t?.close(reason)
     await this.loopDone
     if (!this.enabled) this.wp.removeListener(this)
   }
@@ -96,6 +123,11 @@ export class PeerLink implements WriteListener {
   nudge(): void {
     // a standby that keeps failing its catch-up nudges as often as it restarts: the backoff holds
     if (this.enabled && this.state === 'disconnected' && !this.backingOff) this.wakeLoop?.()
+  }
+
+  /** false after stop(): the link does not dial until start() */
+  get dialling(): boolean {
+    return this.enabled
   }
 
   ackedSeq(): number {
@@ -171,6 +203,7 @@ export class PeerLink implements WriteListener {
         this.state = 'handshake'
         const hs = await primaryHandshake(t, this.store, this.secret, this.peer.node, this.tun.checksumResync)
         this.lastStandbyMeta = hs.standby
+        this.ackedConfirmed = true
         this.noteMode(hs.decision)
         backoff = this.tun.reconnectMinMs
         caughtUpFailure = ''
@@ -178,7 +211,7 @@ export class PeerLink implements WriteListener {
       } catch (err) {
         refused = isCode(err, 'ERR_HANDSHAKE_REFUSED') || isCode(err, 'ERR_AUTH_FAILED')
         const e = err as Error
-        this.lastError = e.message
+        if (this.enabled) this.noteError(e.message)
         if (caughtUpFailure !== null) caughtUpFailure = `${(err as BlockrepError).code ?? ''} ${e.message}`
         const level = this.enabled ? (refused ? 'error' : 'warn') : 'debug'
         this.log[level]({ peer: this.peer.node, address: this.peer.address, err: e.message, code: (err as BlockrepError).code }, 'replication link down')
@@ -192,7 +225,7 @@ export class PeerLink implements WriteListener {
         // the same catch-up failed the same way again with no progress: retrying at once would only
         // resend the same data; wait longer each time and say so
         wait = Math.min(FAILURE_BACKOFF_MAX_MS, this.tun.reconnectMaxMs * 2 ** failure.repeats)
-        this.lastError = `${this.lastError} (the catch-up failed the same way ${failure.repeats + 1} times in a row with no progress; next try in ${Math.round(wait / 1000)} s)`
+        this.noteError(`${this.lastError} (the catch-up failed the same way ${failure.repeats + 1} times in a row with no progress; next try in ${Math.round(wait / 1000)} s)`)
         this.log.warn({ peer: this.peer.node, repeats: failure.repeats + 1, retryInMs: wait }, 'catch-up keeps failing the same way: backing off')
       }
       this.backingOff = failure !== null && failure.repeats > 0

@@ -11,8 +11,8 @@ import { PeerLink } from './peer-link.js'
 import { splitAddress } from './peer-config.js'
 import type { LinkTunables, PeerConfig } from './peer-config.js'
 import { StandbySession } from './standby-session.js'
-import { decideFor } from './primary-handshake.js'
-import { journalGap } from './facts.js'
+import { IncomingPeers } from './incoming-peers.js'
+import { incomingPlan, incomingStatus, outgoingPlan, outgoingStatus } from './peer-status.js'
 import { BlockrepError } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
 import type { NodeStatus, PeerStatus, PlanEntry } from './status-types.js'
@@ -42,11 +42,12 @@ export class ReplicationNode {
   private closing = false
   readonly upSince = Date.now()
   /** on a standby: why the last session with a primary ended in error (shown by `status` until one ends cleanly) */
-  private lastSessionError: { primary: string; message: string } | null = null
   /** the last META each peer sent, for `plan` */
   readonly lastPeerMeta = new Map<string, WireMeta>()
   /** extra gate on client writes (controller lease); null = none */
   writeGate: (() => BlockrepError | null) | null = null
+  /** a standby's memory of its configured peers (refusals, who answers as what) */
+  readonly incoming: IncomingPeers
   /** observers for metrics */
   events: { modeChosen?: (peer: string, mode: string) => void; writeLatency?: (seconds: number) => void } = {}
 
@@ -54,7 +55,9 @@ export class ReplicationNode {
     readonly store: NodeStore,
     private readonly cfg: ReplicationConfig,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.incoming = new IncomingPeers(cfg.peers.map((p) => p.node))
+  }
 
   get role(): 'primary' | 'standby' {
     return this.store.meta.role
@@ -63,6 +66,13 @@ export class ReplicationNode {
   get listenPort(): number {
     const a = this.server?.address()
     return a && typeof a === 'object' ? a.port : 0
+  }
+
+  /** "host:port" of the replication listener (IPv6 in brackets), or null before it listens. */
+  get listenAddress(): string | null {
+    const a = this.server?.address()
+    if (!a || typeof a !== 'object') return null
+    return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`
   }
 
   async start(): Promise<void> {
@@ -88,8 +98,10 @@ export class ReplicationNode {
         try {
           const [host, port] = splitAddress(p.address)
           t = await dialTransport(host, port, { timeoutMs: 1000, limits: HANDSHAKE_LIMITS, tls: this.cfg.tls })
-          await helloAndAuth(t, this.store, this.cfg.secret, true, p.node)
+          const hello = await helloAndAuth(t, this.store, this.cfg.secret, true, p.node)
+          this.incoming.contact(p.node, { reachable: true, role: hello.role })
         } catch (err) {
+          this.incoming.contact(p.node, { reachable: false, error: (err as Error).message })
           this.log.debug({ peer: p.node, err: (err as Error).message }, 'nudge not delivered')
         } finally {
           await t?.close().catch(() => {})
@@ -134,6 +146,7 @@ export class ReplicationNode {
         divergencePolicy: this.cfg.tunables.divergencePolicy,
         onStandbyNudge: (standbyId) => this.links.get(standbyId)?.nudge(),
         onAuthenticated: (s, primaryId) => {
+          this.incoming.sessionStarted(primaryId)
           for (const other of this.sessions) {
             if (other !== s) void other.close(new BlockrepError('ERR_PEER_GONE', `replaced by a new session from ${primaryId}`))
           }
@@ -145,16 +158,35 @@ export class ReplicationNode {
     session.run().then(
       () => {
         if (session.nudge) return this.log.debug({ remote, standby: session.primaryId }, 'nudge from a standby')
-        if (this.lastSessionError?.primary === session.primaryId) this.lastSessionError = null
-        this.log.info({ remote, primary: session.primaryId }, 'primary session closed')
+        this.noteSessionEnd(session, session.endReason)
+        // an ERROR frame from the primary was logged by the session with its reason
+        if (session.endReason === null) this.log.info({ remote, primary: session.primaryId }, 'primary session closed')
       },
       (err: BlockrepError) => {
-        if (session.primaryId && err.code !== 'ERR_PEER_GONE') this.lastSessionError = { primary: session.primaryId, message: err.message }
+        this.noteSessionEnd(session, err.message, err)
         const level = err.code === 'ERR_PEER_GONE' ? 'info' : 'warn'
-        this.log[level]({ remote, primary: session.primaryId, code: err.code, err: err.message }, 'replication session ended')
+        this.log[level]({ remote, primary: session.primaryId ?? err.context?.peer ?? null, code: err.code, err: err.message }, 'replication session ended')
         if (err.code !== 'ERR_PEER_GONE' && err.code !== 'ERR_TIMEOUT' && !t.closed) void t.close(err).catch(() => {})
       },
     ).finally(() => this.sessions.delete(session))
+  }
+
+  /** Remembers why a session ended, for the standby's status (unless a newer session from that peer took over). */
+  private noteSessionEnd(session: StandbySession, reason: string | null, err?: BlockrepError): void {
+    const ctxPeer = err?.context?.peer
+    const peer = session.primaryId ?? (typeof ctxPeer === 'string' ? ctxPeer : null)
+    if (peer === null || session.nudge) return
+    const mode = session.mode ? { mode: session.mode.mode, reason: session.mode.reason, blocks: session.mode.blocks, bytes: session.mode.bytes, at: session.modeAt } : null
+    if (mode !== null) this.incoming.mode(peer, mode)
+    const replaced = [...this.sessions].some((o) => o !== session && o.primaryId === peer && !o.nudge)
+    if (replaced || this.closing) return
+    if (reason === null) return this.incoming.sessionEnded(peer, mode)
+    if (err?.code === 'ERR_AUTH_FAILED') {
+      return this.incoming.error(peer, `authentication of ${peer} failed: wrong shared secret (this node's "secret" differs from ${peer}'s)`)
+    }
+    // the transport names the connection by its ephemeral port: noise here
+    const why = reason.replace(/^connection to \S+: /, '')
+    this.incoming.error(peer, why.startsWith(peer) ? why : `session from ${peer} ended: ${why}`)
   }
 
   private becomePrimary(): void {
@@ -175,9 +207,9 @@ export class ReplicationNode {
   }
 
   /** Standby → primary: a new epoch starting at head+1, recorded before any write (invariant 4). */
-  async promote(force: boolean): Promise<{ epoch: number }> {
+  async promote(force: boolean): Promise<{ epoch: number; changed: boolean }> {
     const meta = this.store.meta
-    if (meta.role === 'primary') return { epoch: this.store.epoch }
+    if (meta.role === 'primary') return { epoch: this.store.epoch, changed: false }
     if (!meta.consistent && !force) {
       throw new BlockrepError('ERR_NOT_PRIMARY', `${meta.nodeId} is inconsistent (a resync is incomplete); promote --force to take over anyway`, { context: { node: meta.nodeId } })
     }
@@ -201,20 +233,21 @@ export class ReplicationNode {
     this.store.saveMeta()
     this.log.warn({ epoch, startSeq: head + 1, forced: force }, 'promoted to primary')
     this.becomePrimary()
-    return { epoch }
+    return { epoch, changed: true }
   }
 
   /** Primary → standby: stops accepting writes and dialing; the new primary will catch this node up. */
-  async demote(): Promise<void> {
-    if (this.role !== 'primary') return
+  async demote(): Promise<{ changed: boolean }> {
+    if (this.role !== 'primary') return { changed: false }
     this.store.meta.role = 'standby'
     // new writes are refused from here; the ones already accepted reach the sync peers before the links go
     await this.drainWrites()
-    await this.stopLinks()
+    await this.stopLinks(new BlockrepError('ERR_SHUTDOWN', `${this.store.meta.nodeId} was demoted to standby and no longer replicates`))
     this.writePath = null
     this.store.journal.onReclaim = () => this.store.volume.flushSync()
     this.store.saveMeta()
     this.log.warn({}, 'demoted to standby')
+    return { changed: true }
   }
 
   /** Online verify against a streaming peer (see Verifier). */
@@ -248,12 +281,20 @@ export class ReplicationNode {
 
   private link(peer: string): PeerLink {
     const l = this.links.get(peer)
-    if (!l) throw new BlockrepError('ERR_CONFIG', `no replication link to ${peer} on this ${this.role}`, { context: { peer } })
-    return l
+    if (l) return l
+    const me = this.store.meta.nodeId
+    const configured = this.cfg.peers.map((p) => p.node)
+    if (!configured.includes(peer)) {
+      throw new BlockrepError('ERR_CONFIG', `${peer} is not a peer of ${me} (configured peers: ${configured.join(', ') || 'none'})`, { context: { peer } })
+    }
+    // a standby has no link of its own: its primary dials it and drives verify, connect and disconnect
+    const from = [...this.sessions].find((x) => x.primaryId === peer && !x.nudge)
+    const link = from ? `${peer} is replicating to ${me} now` : `${peer} is not connected to ${me} now`
+    throw new BlockrepError('ERR_NOT_PRIMARY', `${me} is a standby: the primary drives the link (${link}); run this command against the primary's admin API, with --peer ${me}`, { context: { peer, role: this.role } })
   }
 
-  private async stopLinks(): Promise<void> {
-    await Promise.all([...this.links.values()].map((l) => l.stop()))
+  private async stopLinks(reason?: Error): Promise<void> {
+    await Promise.all([...this.links.values()].map((l) => l.stop(reason)))
     this.links.clear()
   }
 
@@ -262,81 +303,37 @@ export class ReplicationNode {
     this.closing = true
     if (this.nudgeTimer) clearInterval(this.nudgeTimer)
     await this.drainWrites()
-    await this.stopLinks()
-    for (const s of this.sessions) await s.close().catch(() => {})
+    await this.stopLinks(new BlockrepError('ERR_SHUTDOWN', `${this.store.meta.nodeId} is shutting down`))
+    for (const s of this.sessions) await s.close(new BlockrepError('ERR_SHUTDOWN', `${this.store.meta.nodeId} is shutting down`)).catch(() => {})
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()))
   }
 
   /** For `plan`: what the handshake would decide for each peer now, from its last known META. */
   plan(): PlanEntry[] {
-    const out: PlanEntry[] = []
-    for (const link of this.links.values()) {
-      const last = link.lastStandbyMeta
-      if (!last) {
-        out.push({ node: link.nodeId, mode: 'UNKNOWN', reason: 'this peer has not completed a handshake since the agent started', blocks: 0, bytes: 0 })
-        continue
-      }
-      const head = Math.max(last.headSeq, link.ackedSeq())
-      const consistent = last.consistent || link.state === 'streaming'
-      // a standby that synced since that META adopted our volume id and epoch history
-      const synced = link.state === 'streaming'
-      const view = synced ? { ...last, volumeId: this.store.meta.volumeId, epochs: this.store.meta.epochs } : last
-      const d = decideFor(this.store, { ...view, headSeq: head, consistent, syncedOnce: last.syncedOnce || consistent, resyncRemaining: consistent ? null : last.resyncRemaining })
-      out.push({ node: link.nodeId, mode: d.mode, reason: d.reason, blocks: d.blocks, bytes: d.bytes })
-    }
-    return out
+    if (this.links.size === 0) return this.cfg.peers.map((p) => incomingPlan(p, this.liveSession(p.node), this.incoming.get(p.node)))
+    return [...this.links.values()].map((link) => outgoingPlan(this.store, link))
+  }
+
+  /** The authenticated session a primary runs with this node, if any. */
+  private liveSession(peer: string): StandbySession | null {
+    return [...this.sessions].find((x) => x.primaryId === peer && !x.nudge) ?? null
   }
 
   status(): NodeStatus {
     const s = this.store
     const j = s.journal
-    const peers: PeerStatus[] = []
-    for (const link of this.links.values()) {
-      const acked = link.ackedSeq()
-      const gap = journalGap(s, acked)
-      const pm = s.meta.peers[link.nodeId]
-      // past the journal, the lag is what a BITMAP would move: the dirty blocks plus what the journal holds
-      const lagBytes = gap ? gap.bytes : (pm ? pm.dirty.size * s.meta.blockSize : 0) + (journalGap(s, j.tailSeq - 1)?.bytes ?? 0)
-      peers.push({
-        node: link.nodeId,
-        address: link.peer.address,
-        protocol: link.peer.protocol,
-        state: link.state,
-        lastMode: link.lastMode,
-        ackedSeq: acked,
-        lagSeq: link.lagSeq,
-        lagBytes,
-        bitmapBlocks: pm ? pm.dirty.size : 0,
-        resync: link.meter.view(),
-        lastError: link.lastError,
-        bytesSent: link.bytesSent,
-      })
+    const peers: PeerStatus[] = [...this.links.values()].map((link) => outgoingStatus(s, link))
+    const live = [...this.sessions].filter((x) => x.primaryId !== null && !x.nudge)
+    for (const p of this.cfg.peers) {
+      if (this.links.has(p.node)) continue
+      const sess = live.find((x) => x.primaryId === p.node) ?? null
+      peers.push(incomingStatus(s, p, sess, this.incoming.get(p.node), live.some((x) => x.primaryId !== p.node)))
     }
-    for (const sess of this.sessions) {
-      if (!sess.primaryId) continue
-      peers.push({
-        node: sess.primaryId,
-        address: 'incoming',
-        protocol: 'sync',
-        state: sess.state === 'handshake' ? 'handshake' : sess.state,
-        lastMode: sess.mode ? { mode: sess.mode.mode, reason: sess.mode.reason, blocks: sess.mode.blocks, bytes: sess.mode.bytes, at: sess.modeAt } : null,
-        ackedSeq: j.headSeq,
-        lagSeq: 0,
-        lagBytes: 0,
-        bitmapBlocks: s.meta.resyncRemaining ? s.meta.resyncRemaining.size : 0,
-        resync: null,
-        lastError: this.lastSessionError?.primary === sess.primaryId ? this.lastSessionError.message : null,
-        bytesSent: 0,
-      })
-    }
-    // between sessions, a standby whose last session failed still says why
-    const failed = this.lastSessionError
-    if (s.meta.role === 'standby' && failed && !peers.some((p) => p.node === failed.primary)) {
-      peers.push({
-        node: failed.primary, address: 'incoming', protocol: 'sync', state: 'disconnected', lastMode: null,
-        ackedSeq: j.headSeq, lagSeq: 0, lagBytes: 0, bitmapBlocks: s.meta.resyncRemaining ? s.meta.resyncRemaining.size : 0,
-        resync: null, lastError: failed.message, bytesSent: 0,
-      })
+    // a primary this node does not list among its peers
+    for (const sess of live) {
+      if (this.cfg.peers.some((p) => p.node === sess.primaryId)) continue
+      const cfg = { node: sess.primaryId as string, address: 'incoming (not a configured peer)', protocol: 'sync' as const }
+      peers.push(incomingStatus(s, cfg, sess, null, true))
     }
     return {
       node: s.meta.nodeId,

@@ -14,7 +14,7 @@ export class ResyncMeter implements ResyncProgressSink {
   private samples: { t: number; bytes: number }[] = []
   totals = { rounds: 0, blocks: 0, bytes: 0, startedAt: 0, finishedAt: 0 }
 
-  begin(round: number, mode: 'BITMAP' | 'FULL', blocksTotal: number): void {
+  begin(round: number, mode: 'BITMAP' | 'FULL', blocksTotal: number, frozenSeq?: number): void {
     const now = Date.now()
     if (round === 1) {
       this.totals = { rounds: 0, blocks: 0, bytes: 0, startedAt: now, finishedAt: 0 }
@@ -22,6 +22,7 @@ export class ResyncMeter implements ResyncProgressSink {
     }
     this.totals.rounds = round
     this.cur = { mode, round, blocksTotal, blocksDone: 0, bytesDone: 0, startedAt: now, rateBytesPerSec: 0, etaSeconds: null }
+    if (frozenSeq !== undefined) this.cur.frozenSeq = frozenSeq
   }
 
   blocksDone(blocks: number, bytes: number): void {

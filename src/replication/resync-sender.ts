@@ -22,7 +22,8 @@ export interface ResyncTunables {
 }
 
 export interface ResyncProgressSink {
-  begin(round: number, mode: 'BITMAP' | 'FULL', blocksTotal: number): void
+  /** `frozenSeq`: the primary head the round's set was frozen at */
+  begin(round: number, mode: 'BITMAP' | 'FULL', blocksTotal: number, frozenSeq?: number): void
   blocksDone(blocks: number, bytes: number): void
 }
 
@@ -118,7 +119,7 @@ export class ResyncSender {
     for (;;) {
       this.round++
       const total = set ? set.size : store.blocks
-      this.progress.begin(this.round, mode, total)
+      this.progress.begin(this.round, mode, total, frozen)
       this.t.send({ type: 'ROUND_BEGIN', round: this.round, mode, blocks: total, frozenSeq: frozen, bitmap: set ? set.serialize() : null })
       await this.sendBlocks(set ?? fullRange(store))
       this.t.send({ type: 'ROUND_END', round: this.round })

@@ -6,6 +6,7 @@ import type { BlockBitmap } from '../storage/types.js'
 import type { NodeStore } from './node-store.js'
 import { GroupCommit } from './group-commit.js'
 import { expectFrame, helloAndAuth } from './handshake.js'
+import { ResyncMeter } from './resync-meter.js'
 import { peerBitmap } from './primary-handshake.js'
 import { rangeDigests } from './resync-sender.js'
 import { reportDivergence } from './divergence-report.js'
@@ -44,7 +45,13 @@ export class StandbySession {
   private primaryVolumeId = ''
   mode: ModeMsg | null = null
   modeAt = 0
-  state: 'handshake' | 'syncing' | 'streaming' = 'handshake'
+  private sessionState: 'handshake' | 'syncing' | 'streaming' = 'handshake'
+  /** ms epoch: when `state` last changed */
+  stateSince = Date.now()
+  /** the resync into this node as the standby sees it (status --watch on a standby) */
+  readonly meter = new ResyncMeter()
+  /** why the primary ended the session (its ERROR frame), in words */
+  endReason: string | null = null
   round: { round: number; total: number; applied: number } | null = null
   private readonly commit: GroupCommit
   private lastAck = 0
@@ -63,6 +70,15 @@ export class StandbySession {
   ) {
     const j = store.journal
     this.commit = new GroupCommit(() => j.sync(), () => j.headSeq, j.headSeq, opts.groupCommitMs)
+  }
+
+  get state(): 'handshake' | 'syncing' | 'streaming' {
+    return this.sessionState
+  }
+
+  set state(s: 'handshake' | 'syncing' | 'streaming') {
+    if (s !== this.sessionState) this.stateSince = Date.now()
+    this.sessionState = s
   }
 
   /** Runs the session until the connection ends; resolves normally on a clean close. */
@@ -90,6 +106,11 @@ export class StandbySession {
       if (f.msg.type === 'DIVERGENCE_QUERY') {
         this.answerDivergence(f.msg.branchSeq)
         f = await this.t.next(30_000)
+      }
+      if (f.msg.type === 'ERROR') {
+        // the primary refused this node (rule 0: geometry, volume, split brain, a newer epoch): say so in its words
+        const why = f.msg.message.replace(/^refused [^:]+: /, '')
+        throw new BlockrepError(f.msg.code === 'ERR_AUTH_FAILED' ? 'ERR_AUTH_FAILED' : 'ERR_HANDSHAKE_REFUSED', `${hello.nodeId} refused this node: ${why}`, { context: { peer: hello.nodeId, peerCode: f.msg.code } })
       }
       if (f.msg.type !== 'MODE') throw new BlockrepError('ERR_PROTOCOL', `expected MODE, got ${f.msg.type}`)
       this.accept(f.msg, hello.size, hello.blockSize)
@@ -185,7 +206,9 @@ export class StandbySession {
         return
       case 'ERROR':
         this.closed = true
-        this.log.warn({ primary: this.primaryId, code: m.code, message: m.message }, 'primary ended the session')
+        this.endReason = `${this.primaryId} ended the session: ${m.message} (${m.code})`
+        // a primary shutting down or demoted is an orderly end, not a problem
+        this.log[m.code === 'ERR_SHUTDOWN' ? 'info' : 'warn']({ primary: this.primaryId, code: m.code, message: m.message }, 'primary ended the session')
         return
       default:
         throw new BlockrepError('ERR_PROTOCOL', `unexpected ${m.type} from the primary`, { context: { type: m.type } })
@@ -213,6 +236,7 @@ export class StandbySession {
     this.commit.reset(m.frozenSeq)
     this.remaining = remaining
     this.round = { round: m.round, total: m.blocks, applied: 0 }
+    this.meter.begin(m.round, m.mode, m.blocks, m.frozenSeq)
     store.saveMeta()
     this.lastPersist = Date.now()
     this.opts.onChange?.()
@@ -231,6 +255,7 @@ export class StandbySession {
       this.round.applied += count
       at += count * bs
     }
+    this.meter.blocksDone(at / bs, at)
     this.scheduleBlocksAck()
     if (Date.now() - this.lastPersist >= PERSIST_EVERY_MS) this.persistInBackground()
   }
@@ -359,6 +384,7 @@ export class StandbySession {
     this.remaining = null
     this.round = null
     this.syncTarget = null
+    this.meter.finish()
     store.saveMeta()
     this.log.info({ primary: this.primaryId, head: store.journal.headSeq }, 'consistent with the primary')
     // always confirm: the primary counts the resync done only on this ACK, sent after consistency is durable
@@ -369,6 +395,7 @@ export class StandbySession {
 
   private finish(): void {
     this.closed = true
+    this.meter.stop()
     // a nudge or a refused session changed nothing
     if (this.mode === null) return this.opts.onChange?.()
     try {

@@ -31,6 +31,8 @@ export interface ProgressFigures {
 export interface ResyncProgress extends ProgressFigures {
   mode: 'BITMAP' | 'FULL'
   round: number
+  /** the primary head this round's blocks were frozen at (writes after it follow in the next round or as HEAD_DELTA) */
+  frozenSeq?: number
 }
 
 /** The handshake's last decision for a peer (the MODE message). */
@@ -63,6 +65,37 @@ export interface PeerStatus {
   lastError: string | null
   /** bytes this node sent to the peer on the wire (frames with headers), since the agent started */
   bytesSent: number
+  /** ms epoch of `lastError` */
+  lastErrorAt?: number | null
+  /**
+   * What keeps this link from working right now, in words (a refusal, an
+   * unreachable peer, a failed authentication); null while it connects
+   * normally, syncs or streams. `lastError` stays as history once the link is up.
+   */
+  fault?: string | null
+  /** ms epoch: when the link entered `state` */
+  stateSince?: number
+  /** `outgoing`: this node dials the peer (primary → standby); `incoming`: the peer dials this node (a standby's primary) */
+  direction?: 'outgoing' | 'incoming'
+  /**
+   * false while `ackedSeq` is only what this node recorded before it started
+   * (the peer has not confirmed its position since): the real figure may be
+   * higher and `lagSeq`/`lagBytes` lower
+   */
+  ackedConfirmed?: boolean
+  /** incoming peers: the last time this node heard from the peer (its HELLO), or tried to */
+  contact?: PeerContact | null
+}
+
+/** What a standby last learned of a configured peer by contacting it or being contacted. */
+export interface PeerContact {
+  /** ms epoch */
+  at: number
+  reachable: boolean
+  /** the role the peer announced, when reachable */
+  role: 'primary' | 'standby' | null
+  /** why it could not be reached or authenticated */
+  error: string | null
 }
 
 export interface JournalStatus {
@@ -95,6 +128,8 @@ export interface NodeStatus {
   nbd: NbdStatus | null
   /** ms epoch */
   upSince: number
+  /** things the operator should know about how the agent runs, in words (e.g. the config's role ignored) */
+  warnings?: string[]
 }
 
 /** What the handshake would choose now for one peer (`blockrep plan`). */
@@ -140,9 +175,10 @@ export interface VerifyJob {
 export interface AdminTarget {
   status(): NodeStatus
   plan(): Promise<PlanEntry[]>
-  /** Become primary in a new epoch; `force` allows it while inconsistent or with a primary peer reachable. */
-  promote(force: boolean): Promise<{ epoch: number }>
-  demote(): Promise<void>
+  /** Become primary in a new epoch; `force` allows it while inconsistent or with a primary peer reachable. `changed: false`: it already was primary. */
+  promote(force: boolean): Promise<{ epoch: number; changed?: boolean }>
+  /** `changed: false` (or nothing returned by an older target): see `changed` in the answer. */
+  demote(): Promise<{ changed: boolean } | void>
   /** Compares the whole volume with the peer; resolves when done (may take long). */
   verify(peer: string): Promise<VerifyResult>
   /** Progress of a running verify, or null when none runs / unknown. */

@@ -1,5 +1,6 @@
 import { pino } from 'pino'
 import type { DestinationStream, Logger as PinoLogger, LevelWithSilent } from 'pino'
+import { PinoPretty } from 'pino-pretty'
 import { BlockrepError } from './errors.js'
 
 /** The structured logger every module takes as a parameter. */
@@ -35,6 +36,40 @@ export function resolveLogLevel(configured?: string | null, env: NodeJS.ProcessE
   return configured
 }
 
+/** How log lines look: `json` (one object per line, for machines) or `pretty` (one readable line, for people). */
+export type LogFormat = 'json' | 'pretty'
+export const LOG_FORMATS: readonly LogFormat[] = ['json', 'pretty']
+
+/** The environment variable that overrides the configured format. */
+export const LOG_FORMAT_ENV = 'BLOCKREP_LOG_FORMAT'
+
+export function isLogFormat(v: unknown): v is LogFormat {
+  return typeof v === 'string' && (LOG_FORMATS as readonly string[]).includes(v)
+}
+
+/**
+ * The effective format: the command line's `--log` first, then
+ * BLOCKREP_LOG_FORMAT, then the config's `log.format`, else `pretty` when
+ * stderr is a terminal (a person is watching) and `json` otherwise (a
+ * supervisor or a log shipper is reading). Throws ERR_CONFIG on an unknown value.
+ */
+export function resolveLogFormat(
+  o: { flag?: string | null; configured?: string | null; isTTY?: boolean; env?: NodeJS.ProcessEnv } = {},
+): LogFormat {
+  const env = o.env ?? process.env
+  const candidates: [string | null | undefined, string][] = [
+    [o.flag, '--log'],
+    [env[LOG_FORMAT_ENV] === '' ? undefined : env[LOG_FORMAT_ENV], LOG_FORMAT_ENV],
+    [o.configured, 'log.format'],
+  ]
+  for (const [v, where] of candidates) {
+    if (v === undefined || v === null) continue
+    if (!isLogFormat(v)) throw new BlockrepError('ERR_CONFIG', `${where}: expected one of ${LOG_FORMATS.join(', ')}, got ${JSON.stringify(v)}`)
+    return v
+  }
+  return (o.isTTY ?? process.stderr.isTTY === true) ? 'pretty' : 'json'
+}
+
 export interface CreateLoggerOptions {
   /** configured level; BLOCKREP_LOG_LEVEL overrides it (see resolveLogLevel) */
   level?: string | null
@@ -44,15 +79,32 @@ export interface CreateLoggerOptions {
   destination?: DestinationStream
   /** for tests: the environment to read BLOCKREP_LOG_LEVEL from */
   env?: NodeJS.ProcessEnv
+  /** default json; `pretty` writes one readable line per event (pino-pretty), colours when `colorize` */
+  format?: LogFormat
+  /** pretty only; default: whether stderr is a terminal */
+  colorize?: boolean
 }
 
 /**
- * A pino logger writing one JSON object per line to stderr by default
- * (stdout stays free for command output). Timestamps are ISO-8601.
+ * A pino logger writing to stderr by default (stdout stays free for command
+ * output): one JSON object per line with ISO-8601 timestamps, or with
+ * `format: 'pretty'` one readable line per event
+ * (`[12:00:01.123] INFO (a/replication): link up  peer=b`), written
+ * synchronously as well so nothing is lost on exit.
  */
 export function createLogger(opts: CreateLoggerOptions = {}): Logger {
   const level = resolveLogLevel(opts.level, opts.env)
-  const dest = opts.destination ?? pino.destination({ dest: 2, sync: true })
+  const dest = opts.format === 'pretty'
+    ? PinoPretty({
+      destination: (opts.destination as NodeJS.WritableStream | undefined) ?? 2,
+      sync: true,
+      colorize: opts.colorize ?? process.stderr.isTTY === true,
+      translateTime: 'SYS:HH:MM:ss.l',
+      ignore: 'pid,hostname,node,component',
+      messageFormat: '{if node}{node}{end}{if component}/{component}{end}: {msg}',
+      singleLine: true,
+    })
+    : (opts.destination ?? pino.destination({ dest: 2, sync: true }))
   const base: Record<string, unknown> = { pid: process.pid }
   if (opts.node !== undefined) base.node = opts.node
   return pino({ level, base, timestamp: pino.stdTimeFunctions.isoTime }, dest)
