@@ -84,7 +84,7 @@ class Conn {
   send(b: Buffer): void {
     this.s.write(b)
   }
-  end(b?: Buffer): void {
+  end(b: Buffer): void {
     this.s.end(b)
   }
   destroy(): void {

@@ -109,6 +109,6 @@ t.test('metadata reader fuzz - a mutated metadata file loads a version that was 
     const g = opened.load.generation
     if (g < 1 || g > saves) throw new Error(`generation ${g} was never saved`)
     if (m.headSeq !== g || m.peers.b?.dirty.toArray().join() !== String(g) || m.resyncRemaining?.toArray().join() !== '1,2,3') throw new Error(`generation ${g} loaded with content that was not saved: head ${m.headSeq}`)
-  }), 300)
+  }), 150)
   t.comment(`metadata fuzz outcomes: ${JSON.stringify(outcome)}`)
 })

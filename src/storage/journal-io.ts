@@ -59,7 +59,8 @@ export function syncFd(fd: number, path: string): void {
   try {
     fs.fdatasyncSync(fd)
   } catch (cause) {
-    throw new BlockrepError('ERR_IO', `journal ${path}: fdatasync failed`, { cause, context: { path } })
+    const errno = (cause as NodeJS.ErrnoException).code
+    throw new BlockrepError('ERR_IO', `journal ${path}: fdatasync failed: ${errno ?? String(cause)}`, { cause, context: { path, errno } })
   }
 }
 
@@ -74,7 +75,8 @@ export function writeSuper(fd: number, cp: Checkpoint, path: string): void {
   try {
     fs.writeSync(fd, buf, 0, buf.length, (cp.generation % 2) * SUPER_SLOT_SIZE)
   } catch (cause) {
-    throw new BlockrepError('ERR_IO', `journal ${path}: superblock write failed`, { cause, context: { path } })
+    const errno = (cause as NodeJS.ErrnoException).code
+    throw new BlockrepError('ERR_IO', `journal ${path}: superblock write failed: ${errno ?? String(cause)}`, { cause, context: { path, errno } })
   }
   syncFd(fd, path)
 }
