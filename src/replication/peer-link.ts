@@ -19,8 +19,22 @@ import type { VerifyOutcome } from './verifier.js'
 import { BlockrepError, isCode } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
 import { crc32c } from '../util/crc32c.js'
+import type { FailsafeTracker } from './failsafe.js'
 
 export type { PeerState } from './status-types.js'
+
+/** What a link reports to its node beyond the data path. */
+export interface LinkHooks {
+  /** asks for failsafe confirmations while enabled, and records them */
+  failsafe?: FailsafeTracker
+  /** the peer's META at each handshake; throws to refuse it (this node learned a newer epoch) */
+  onPeerMeta?: (peer: string, meta: WireMeta) => void
+  /** a FAILSAFE_OK named an epoch newer than this node's */
+  onPeerEpoch?: (peer: string, epoch: number) => void
+}
+
+/** FAILSAFE requests kept waiting for their answer, per link. */
+const MAX_PENDING_FAILSAFE = 64
 export type { LinkTunables, PeerConfig } from './peer-config.js'
 
 /**
@@ -56,6 +70,9 @@ export class PeerLink implements WriteListener {
   private loopDone: Promise<void> = Promise.resolve()
   private heartbeat: NodeJS.Timeout | null = null
   private sentBefore = 0
+  private failsafeTimer: NodeJS.Timeout | null = null
+  /** FAILSAFE send stamps awaiting their answer → the window each asked for */
+  private readonly failsafePending = new Map<number, number>()
 
   constructor(
     readonly peer: PeerConfig,
@@ -64,6 +81,7 @@ export class PeerLink implements WriteListener {
     private readonly secret: string,
     private readonly tun: LinkTunables,
     private readonly log: Logger,
+    private readonly hooks: LinkHooks = {},
   ) {
     this.nodeId = peer.node
     this.acked = store.peer(peer.node).ackedSeq
@@ -158,7 +176,8 @@ export class PeerLink implements WriteListener {
         this.t = t
         if (!this.enabled) break
         this.state = 'handshake'
-        const hs = await primaryHandshake(t, this.store, this.secret, this.peer.node, this.tun.checksumResync)
+        const onMeta = this.hooks.onPeerMeta ? (m: WireMeta) => this.hooks.onPeerMeta!(this.peer.node, m) : undefined
+        const hs = await primaryHandshake(t, this.store, this.secret, this.peer.node, this.tun.checksumResync, onMeta)
         this.lastStandbyMeta = hs.standby
         this.noteMode(hs.decision)
         backoff = this.tun.reconnectMinMs
@@ -190,6 +209,7 @@ export class PeerLink implements WriteListener {
     const d = hs.decision
     const reader = this.readFrames(t)
     this.heartbeat = setInterval(() => t.send({ type: 'PING', t: Date.now() }), this.tun.heartbeatMs)
+    this.startFailsafe(t)
     try {
       // NONE and HEAD_DELTA: every record after the standby's head, including the ones written during the handshake
       let from = hs.standby.headSeq + 1
@@ -216,7 +236,39 @@ export class PeerLink implements WriteListener {
     } finally {
       clearInterval(this.heartbeat)
       this.heartbeat = null
+      if (this.failsafeTimer) clearTimeout(this.failsafeTimer)
+      this.failsafeTimer = null
+      this.hooks.failsafe?.forget(this.peer.node)
+      this.failsafePending.clear()
     }
+  }
+
+  /** While the node is under a controller: ask this standby for a failsafe confirmation, several times a window. */
+  private startFailsafe(t: FrameTransport): void {
+    const fs = this.hooks.failsafe
+    if (!fs) return
+    const tick = (): void => {
+      if (t.closed) return
+      if (fs.enabled && fs.windowMs > 0) {
+        const stamp = fs.stamp()
+        this.failsafePending.set(stamp, fs.windowMs)
+        while (this.failsafePending.size > MAX_PENDING_FAILSAFE) this.failsafePending.delete(this.failsafePending.keys().next().value as number)
+        t.send({ type: 'FAILSAFE', t: stamp, epoch: this.store.epoch, windowMs: fs.windowMs })
+      }
+      this.failsafeTimer = setTimeout(tick, fs.intervalMs(this.tun.heartbeatMs))
+    }
+    tick()
+  }
+
+  private onFailsafeOk(t: number, epoch: number, promised: boolean): void {
+    const windowMs = this.failsafePending.get(t)
+    if (windowMs === undefined) return
+    for (const k of this.failsafePending.keys()) {
+      if (k > t) break
+      this.failsafePending.delete(k)
+    }
+    if (epoch > this.store.epoch) this.hooks.onPeerEpoch?.(this.peer.node, epoch)
+    this.hooks.failsafe?.onConfirm(this.peer.node, t, promised && epoch <= this.store.epoch, windowMs)
   }
 
   private async readFrames(t: FrameTransport): Promise<never> {
@@ -233,6 +285,8 @@ export class PeerLink implements WriteListener {
     switch (m.type) {
       case 'ACK':
         return this.onAck(m.seq)
+      case 'FAILSAFE_OK':
+        return this.onFailsafeOk(m.t, m.epoch, m.promised)
       case 'PONG':
       case 'PING':
       case 'BLOCKS_ACK': // the standby's answer to the last ROUND_END may arrive after the resync ended

@@ -8,7 +8,8 @@ import { WritePath } from './write-path.js'
 import { PeerLink } from './peer-link.js'
 import { splitAddress } from './peer-config.js'
 import type { LinkTunables, PeerConfig } from './peer-config.js'
-import { StandbySession } from './standby-session.js'
+import { StandbySession, newestEpoch } from './standby-session.js'
+import { FailsafeTracker } from './failsafe.js'
 import { decideFor } from './primary-handshake.js'
 import { journalGap } from './facts.js'
 import { BlockrepError } from '../util/errors.js'
@@ -41,6 +42,16 @@ export class ReplicationNode {
   readonly lastPeerMeta = new Map<string, WireMeta>()
   /** extra gate on client writes (controller lease); null = none */
   writeGate: (() => BlockrepError | null) | null = null
+  /** extra check before a durable write is acknowledged (the lease must still hold); null = none */
+  ackGate: ((seq: number) => BlockrepError | null) | null = null
+  /** the failsafe confirmations (both roles); enabled by the agent while under a controller */
+  readonly failsafe: FailsafeTracker
+  /** the newest epoch learned from a peer or a controller that is above this node's own */
+  newestSeenEpoch = 0
+  /** set when this primary learned a newer epoch: it accepts no write until demoted */
+  fenced: { epoch: number; reason: string; at: number } | null = null
+  /** called when this node learns of an epoch above its own (persist it: it must survive a restart) */
+  onNewerEpoch: ((epoch: number, reason: string) => void) | null = null
   /** observers for metrics */
   events: { modeChosen?: (peer: string, mode: string) => void; writeLatency?: (seconds: number) => void } = {}
 
@@ -48,7 +59,39 @@ export class ReplicationNode {
     readonly store: NodeStore,
     private readonly cfg: ReplicationConfig,
     private readonly log: Logger,
-  ) {}
+    control: { now: () => number; marginMs: number } = { now: () => performance.now(), marginMs: 1000 },
+  ) {
+    this.failsafe = new FailsafeTracker(control.now, control.marginMs, () => this.cfg.peers.map((p) => p.node))
+  }
+
+  /** The newest epoch this node knows of: its own, or one it learned of. */
+  knownEpoch(): number {
+    return Math.max(this.store.epoch, this.newestSeenEpoch)
+  }
+
+  /**
+   * Records that epoch `epoch` exists (seen at a peer, or named by a
+   * controller). Above this node's own epoch: a primary stops accepting writes
+   * at once and for good in this epoch (invariant 6); returns true then.
+   */
+  noteEpoch(epoch: number, reason: string): boolean {
+    if (epoch <= this.store.epoch) return false
+    const fresh = epoch > this.newestSeenEpoch
+    this.newestSeenEpoch = Math.max(this.newestSeenEpoch, epoch)
+    if (this.role === 'primary' && (this.fenced === null || epoch > this.fenced.epoch)) {
+      this.fenced = { epoch, reason, at: Date.now() }
+      this.log.error({ epoch, own: this.store.epoch, reason }, 'fenced: a newer epoch exists, this primary accepts no more writes')
+    }
+    if (fresh) this.onNewerEpoch?.(epoch, reason)
+    return this.fenced !== null
+  }
+
+  private notePeerMeta(peer: string, meta: WireMeta, dialing: boolean): void {
+    const e = newestEpoch(meta.epochs)
+    if (this.noteEpoch(e, `newer epoch ${e} seen at peer ${peer}`) && dialing && e > this.store.epoch) {
+      throw new BlockrepError('ERR_FENCED', `${peer} knows epoch ${e}, newer than this node's ${this.store.epoch}: it will not be a standby of this node`, { context: { peer, epoch: e } })
+    }
+  }
 
   get role(): 'primary' | 'standby' {
     return this.store.meta.role
@@ -117,6 +160,9 @@ export class ReplicationNode {
         groupCommitMs: this.cfg.tunables.groupCommitMs,
         divergencePolicy: this.cfg.tunables.divergencePolicy,
         onStandbyNudge: (standbyId) => this.links.get(standbyId)?.nudge(),
+        onPeerMeta: (peer, meta) => this.notePeerMeta(peer, meta, false),
+        knownEpoch: () => this.knownEpoch(),
+        failsafe: this.failsafe,
         onAuthenticated: (s, primaryId) => {
           for (const other of this.sessions) {
             if (other !== s) void other.close(new BlockrepError('ERR_PEER_GONE', `replaced by a new session from ${primaryId}`))
@@ -141,28 +187,66 @@ export class ReplicationNode {
     wp.setWritableCheck(() => {
       if (this.closing) return new BlockrepError('ERR_SHUTDOWN', 'the agent is shutting down')
       if (this.role !== 'primary') return new BlockrepError('ERR_NOT_PRIMARY', `${this.store.meta.nodeId} is not primary`)
+      if (this.fenced) return this.fencedError()
       return this.writeGate?.() ?? null
     })
+    wp.ackCheck = (seq) => (this.fenced ? this.fencedError() : (this.ackGate?.(seq) ?? null))
     wp.onLatency = (s) => this.events.writeLatency?.(s)
     this.writePath = wp
     for (const p of this.cfg.peers) {
-      const link = new PeerLink(p, this.store, wp, this.cfg.secret, this.cfg.tunables, this.log)
+      const link = new PeerLink(p, this.store, wp, this.cfg.secret, this.cfg.tunables, this.log, {
+        failsafe: this.failsafe,
+        onPeerMeta: (peer, meta) => this.notePeerMeta(peer, meta, true),
+        onPeerEpoch: (peer, epoch) => void this.noteEpoch(epoch, `newer epoch ${epoch} seen at peer ${peer}`),
+      })
       link.onMode = (peer, mode) => this.events.modeChosen?.(peer, mode)
       this.links.set(p.node, link)
       link.start()
     }
   }
 
-  /** Standby → primary: a new epoch starting at head+1, recorded before any write (invariant 4). */
-  async promote(force: boolean): Promise<{ epoch: number }> {
+  private fencedError(): BlockrepError {
+    const f = this.fenced!
+    return new BlockrepError('ERR_FENCED', `${this.store.meta.nodeId} is fenced: ${f.reason}; it must be demoted and rejoin as a standby`, { context: { epoch: f.epoch, own: this.store.epoch } })
+  }
+
+  /**
+   * Standby → primary: a new epoch starting at head+1, recorded before any
+   * write (invariant 4), numbered above every epoch this node knows of. A
+   * standby that gave failsafe confirmations stops giving them at once and
+   * waits until the last one runs out before it becomes writable.
+   */
+  async promote(force: boolean): Promise<{ epoch: number; alreadyPrimary?: boolean }> {
     const meta = this.store.meta
-    if (meta.role === 'primary') return { epoch: this.store.epoch }
+    if (meta.role === 'primary') {
+      if (this.fenced) throw this.fencedError()
+      return { epoch: this.store.epoch, alreadyPrimary: true }
+    }
     if (!meta.consistent && !force) {
       throw new BlockrepError('ERR_NOT_PRIMARY', `${meta.nodeId} is inconsistent (a resync is incomplete); promote --force to take over anyway`, { context: { node: meta.nodeId } })
     }
-    for (const s of this.sessions) await s.close(new BlockrepError('ERR_SHUTDOWN', `${meta.nodeId} is being promoted`))
+    const hold = this.failsafe.beginPromotion()
+    try {
+      for (const s of this.sessions) await s.close(new BlockrepError('ERR_SHUTDOWN', `${meta.nodeId} is being promoted`))
+      if (hold > 0) {
+        this.log.warn({ waitMs: Math.ceil(hold) }, 'promotion waits until the failsafe confirmations this standby gave have run out')
+        await new Promise((r) => setTimeout(r, Math.ceil(hold)))
+      }
+      // a session that came in during the wait applies nothing more once closing (its flag is set synchronously)
+      const late = [...this.sessions].map((s) => s.close(new BlockrepError('ERR_SHUTDOWN', `${meta.nodeId} is being promoted`)))
+      const out = this.takeOver(force)
+      await Promise.all(late).catch(() => {})
+      return out
+    } finally {
+      this.failsafe.endPromotion()
+    }
+  }
+
+  private takeOver(force: boolean): { epoch: number } {
+    const meta = this.store.meta
+    if (meta.role === 'primary') return { epoch: this.store.epoch }
     const head = this.store.journal.headSeq
-    const epoch = Math.max(0, ...meta.epochs.map((e) => e.epoch)) + 1
+    const epoch = Math.max(this.newestSeenEpoch, ...meta.epochs.map((e) => e.epoch)) + 1
     // epochs adopted from the old primary that this node never reached hold none of its seqs
     meta.epochs = meta.epochs.filter((e) => e.startSeq <= head)
     meta.epochs.push({ epoch, nodeId: meta.nodeId, startSeq: head + 1 })
@@ -178,14 +262,15 @@ export class ReplicationNode {
       }
     }
     this.store.saveMeta()
+    this.fenced = null
     this.log.warn({ epoch, startSeq: head + 1, forced: force }, 'promoted to primary')
     this.becomePrimary()
     return { epoch }
   }
 
   /** Primary → standby: stops accepting writes and dialing; the new primary will catch this node up. */
-  async demote(): Promise<void> {
-    if (this.role !== 'primary') return
+  async demote(): Promise<{ alreadyStandby: boolean }> {
+    if (this.role !== 'primary') return { alreadyStandby: true }
     this.store.meta.role = 'standby'
     // new writes are refused from here; the ones already accepted reach the sync peers before the links go
     await this.drainWrites()
@@ -193,7 +278,11 @@ export class ReplicationNode {
     this.writePath = null
     this.store.journal.onReclaim = () => this.store.volume.flushSync()
     this.store.saveMeta()
+    this.fenced = null
     this.log.warn({}, 'demoted to standby')
+    // ask the primary (if any) to dial now: it catches this node up
+    setTimeout(() => void this.nudgePrimary(), 50).unref()
+    return { alreadyStandby: false }
   }
 
   /** Online verify against a streaming peer (see Verifier). */
