@@ -99,9 +99,6 @@ t.test('e2e lease rejoin - promote, the old primary is fenced by the newer epoch
   const list = JSON.parse((await run(['backlog', 'list', '--data', data, '--json'])).stdout) as Record<string, unknown>[]
   t.equal(list.length, 1)
   t.match(list[0], { node: 'a', fromSeq: headBefore + 1, toSeq: aHead, records: 20, bytes: 20 * BS, ranges: [[100, 120]] }, 'seq range and block ranges of what a accepted but never shipped')
-  const text = (await run(['backlog', 'list', '--data', data])).stdout
-  t.match(text, new RegExp(`seqs\\s+${headBefore + 1}\\.\\.${aHead}`), 'the human listing shows the seq range')
-  t.match(text, /100-119/, 'and the block range')
   const out = mkdtempSync(join(tmpdir(), 'blockrep-backlog-'))
   t.teardown(() => rmSync(out, { recursive: true, force: true }))
   const id = list[0]!.id as string
@@ -110,8 +107,5 @@ t.test('e2e lease rejoin - promote, the old primary is fenced by the newer epoch
   t.equal(delta.length, 8 * MiB, 'a raw image delta of the volume size')
   t.same(delta.subarray(105 * BS, 106 * BS), block(0x22, 5), 'holding the backlog data at its offset')
   t.same(delta.subarray(0, BS), Buffer.alloc(BS), 'and nothing else')
-  await t.rejects(run(['backlog', 'discard', id, '--data', data]), /--yes/, 'discard wants --yes')
-  await run(['backlog', 'discard', id, '--data', data, '--yes'])
-  t.same(JSON.parse((await run(['backlog', 'list', '--data', data, '--json'])).stdout), [], 'discarded')
   await nb.close()
 })
