@@ -109,4 +109,34 @@ t.test('e2e lease - lease, expiry, failsafe, standby loss, restart fenced; no wr
   t.pass('released: writes need no lease')
   await nbd.close()
   await waitFor(async () => (await c.status('a')).control?.controlled === false, 2000, 'released')
+
+  // failsafe hand-over: a writes by the failsafe alone (no renewal, b confirming); the controller promotes b.
+  // b stops confirming at once, and takes the new epoch only once its last confirmation has run out.
+  await c.start('b')
+  await c.waitInSync('b')
+  await ctl.grant('a')
+  await sleep(LEASE_MS)
+  st = await c.status('a')
+  t.match(st.control, { lease: { valid: false }, failsafe: { active: true } }, 'a writes by the failsafe')
+  nbd = await c.nbd('a')
+  let promoting = true
+  const aWrites = writeLoop((o, d) => nbd.write(o, d), { until: () => !promoting, blocks: 64, tag: 0x77 })
+  await sleep(300)
+  const p0 = performance.now()
+  const promoted = await ctl.promote('b', 1)
+  const p1 = performance.now()
+  promoting = false
+  const aEv = await aWrites
+  t.equal(promoted.epoch, 2)
+  t.ok(p1 - p0 >= LEASE_MS - MARGIN_MS - 400, `the promotion waited for b's last failsafe confirmation to run out (${Math.round(p1 - p0)} ms)`)
+  const aOk = aEv.filter((e) => e.ok)
+  t.ok(aOk.length > 0, `a wrote by the failsafe until the promotion began (${summary(aEv)})`)
+  t.ok(aOk.every((e) => e.start < p1), 'no write accepted by a after b became writable')
+  const nb = await c.nbd('b')
+  await nb.write(0, Buffer.alloc(4096, 0x88))
+  t.pass('b, the new primary, accepts writes')
+  await waitFor(async () => (await c.status('a')).control?.fenced != null, 10_000, 'a learns epoch 2')
+  await t.rejects(nbd.write(0, Buffer.alloc(4096, 9)), { errno: Errno.EPERM }, 'the old primary accepts nothing more')
+  await nb.close()
+  await nbd.close()
 })
