@@ -6,7 +6,8 @@ import { LeaseClock, decideWrite, extendLease, parseGrant } from '../src/agent/l
 import type { LeaseGrant, WriteSnapshot } from '../src/agent/lease.js'
 import { LeaseGuard } from '../src/agent/lease-guard.js'
 import { controlStatePath, loadControlState, saveControlState, emptyControlState } from '../src/agent/control-state.js'
-import { FailsafeTracker } from '../src/replication/failsafe.js'
+import { FailsafeAsker, FailsafeTracker } from '../src/replication/failsafe.js'
+import { EpochFence } from '../src/replication/epoch-fence.js'
 import type { ReplicationNode } from '../src/replication/replication-node.js'
 import type { BlockrepError } from '../src/util/errors.js'
 import { silentLogger } from '../src/util/log.js'
@@ -143,20 +144,17 @@ function fakeNode(opts: { role?: 'primary' | 'standby'; epoch?: number; now: () 
     store: { epoch: opts.epoch ?? 1, meta: { nodeId: 'a' }, journal: { headSeq: 10 } },
     failsafe: new FailsafeTracker(opts.now, 500, () => opts.peers ?? []),
     links,
-    newestSeenEpoch: 0,
-    fenced: null as null | { epoch: number; reason: string; at: number },
+    epochs: new EpochFence(silentLogger()),
+    get fenced() {
+      return this.epochs.fenced
+    },
     writeGate: null as null | (() => BlockrepError | null),
     ackGate: null as null | ((seq: number) => BlockrepError | null),
-    onNewerEpoch: null as null | ((e: number, r: string) => void),
     knownEpoch() {
-      return Math.max(this.store.epoch, this.newestSeenEpoch)
+      return this.epochs.known(this.store.epoch)
     },
     noteEpoch(epoch: number, reason: string) {
-      if (epoch <= this.store.epoch) return false
-      this.newestSeenEpoch = Math.max(this.newestSeenEpoch, epoch)
-      if (this.role === 'primary') this.fenced = { epoch, reason, at: 1 }
-      this.onNewerEpoch?.(epoch, reason)
-      return this.fenced !== null
+      return this.epochs.note(epoch, reason, this.store.epoch, this.role === 'primary')
     },
     async promote() {
       if (this.role === 'primary') return { epoch: this.store.epoch, alreadyPrimary: true }
@@ -167,7 +165,7 @@ function fakeNode(opts: { role?: 'primary' | 'standby'; epoch?: number; now: () 
     async demote() {
       if (this.role === 'standby') return { alreadyStandby: true }
       this.role = 'standby'
-      this.fenced = null
+      this.epochs.fenced = null
       return { alreadyStandby: false }
     },
   }
@@ -235,7 +233,7 @@ t.test('lease guard - a fenced primary stays fenced across a restart; demote lif
   t.equal(s.write(), 'ERR_FENCED')
   const again = setup(t, { stateDir: s.dir, epoch: 1 })
   t.equal(again.write(), 'ERR_FENCED', 'restart: still fenced')
-  t.equal(again.node.newestSeenEpoch, 2)
+  t.equal(again.node.epochs.newestSeen, 2)
   t.match(again.guard.status().fenced, { epoch: 2, reason: /peer b/ })
   const d = await again.guard.demote({ controller: 'ctl/1' })
   t.same(d, { ok: true, alreadyStandby: false })
@@ -299,4 +297,34 @@ t.test('errno - a refused write under a lease is EPERM (nothing written); a dura
   t.equal(nbdErrno(new E('ERR_LEASE_EXPIRED', 'x')), Errno.EPERM)
   t.equal(nbdErrno(new E('ERR_FENCED', 'x')), Errno.EPERM)
   t.equal(nbdErrno(new E('ERR_IO', 'durable but not acknowledged')), Errno.EIO)
+})
+
+t.test('failsafe - a link asks while enabled and counts only answers to requests it sent, with the window each asked for', async (t) => {
+  let now = 5000
+  const fs = new FailsafeTracker(() => now, 500, () => ['b'])
+  const asker = new FailsafeAsker(fs, 'b', 100)
+  const sent: { t: number; epoch: number; windowMs: number }[] = []
+  let closed = false
+  asker.start((m) => sent.push(m), () => 3, () => closed)
+  t.same(sent, [], 'disabled: nothing sent')
+  fs.enabled = true
+  fs.windowMs = 2000
+  await new Promise((r) => setTimeout(r, 250))
+  t.ok(sent.length >= 1, `sent while enabled (${sent.length})`)
+  t.match(sent[0], { type: 'FAILSAFE', t: 5000, epoch: 3, windowMs: 2000 })
+  asker.answer({ type: 'FAILSAFE_OK', t: 4999, epoch: 3, promised: true }, 3)
+  t.equal(fs.validUntil(), null, 'an answer to a request never sent counts for nothing')
+  asker.answer({ type: 'FAILSAFE_OK', t: 5000, epoch: 4, promised: true }, 3)
+  t.equal(fs.validUntil(), null, 'an answer naming a newer epoch is no promise')
+  now = 5100
+  fs.windowMs = 1000
+  await new Promise((r) => setTimeout(r, 150))
+  asker.answer({ type: 'FAILSAFE_OK', t: 5100, epoch: 3, promised: true }, 3)
+  t.equal(fs.validUntil(), 5100 + 1000 - 500, 'the window of that request')
+  closed = true
+  asker.stop()
+  t.equal(fs.validUntil(), null, 'session over: confirmation withdrawn')
+  const n = sent.length
+  await new Promise((r) => setTimeout(r, 250))
+  t.equal(sent.length, n, 'and nothing more is sent')
 })

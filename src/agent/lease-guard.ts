@@ -45,13 +45,13 @@ export class LeaseGuard implements NonNullable<AdminTarget['control']> {
     this.clock = new LeaseClock(opts.marginMs)
     this.state = loadControlState(opts.statePath)
     const node = this.node
-    node.newestSeenEpoch = Math.max(node.newestSeenEpoch, this.state.knownEpoch)
+    node.epochs.newestSeen = Math.max(node.epochs.newestSeen, this.state.knownEpoch)
     const f = this.state.fenced
-    if (f !== null && node.role === 'primary' && f.epoch > node.store.epoch) node.fenced = { epoch: f.epoch, reason: f.reason, at: f.since }
+    if (f !== null && node.role === 'primary' && f.epoch > node.store.epoch) node.epochs.fenced = { epoch: f.epoch, reason: f.reason, at: f.since }
     node.failsafe.enabled = this.state.controlled
     node.writeGate = () => this.refusal(this.verdict())
     node.ackGate = (seq) => this.ackRefusal(seq)
-    node.onNewerEpoch = () => this.persistEpochs()
+    node.epochs.onNewerEpoch = () => this.persistEpochs()
     if (this.state.controlled) this.log.warn({ controller: this.state.controller, term: this.state.term }, 'under a controller: no client write until a lease is granted')
     if (node.fenced) this.log.error({ fenced: node.fenced }, 'fenced: a newer epoch exists; this node accepts no write until demoted')
   }
@@ -212,7 +212,7 @@ export class LeaseGuard implements NonNullable<AdminTarget['control']> {
     const f = this.node.fenced
     this.state = {
       ...this.state,
-      knownEpoch: Math.max(this.state.knownEpoch, this.node.newestSeenEpoch),
+      knownEpoch: Math.max(this.state.knownEpoch, this.node.epochs.newestSeen),
       fenced: f ? { epoch: f.epoch, reason: f.reason, since: f.at } : this.state.fenced,
     }
     this.save()

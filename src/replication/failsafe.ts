@@ -1,3 +1,5 @@
+import type { FailsafeMsg, FailsafeOkMsg } from '../wire/messages.js'
+
 /**
  * The failsafe over the replication link (Patroni's failsafe idea, DESIGN
  * "Leases"): while a primary under a controller cannot renew its lease it
@@ -106,5 +108,60 @@ export class FailsafeTracker {
   /** Standby: the end of the hold its confirmations put on a promotion (monotonic ms; 0 = none). */
   get hold(): number {
     return this.holdUntil
+  }
+}
+
+/** FAILSAFE requests a link keeps waiting for their answer. */
+const MAX_PENDING = 64
+
+/**
+ * One link's side of the failsafe on the primary: while the tracker is
+ * enabled, sends FAILSAFE several times a window and turns each FAILSAFE_OK
+ * into a confirmation (only for a request actually sent, with the window that
+ * request asked for).
+ */
+export class FailsafeAsker {
+  private timer: NodeJS.Timeout | null = null
+  /** send stamp → the window that request asked for */
+  private readonly pending = new Map<number, number>()
+
+  constructor(
+    private readonly fs: FailsafeTracker,
+    private readonly peer: string,
+    private readonly heartbeatMs: number,
+  ) {}
+
+  /** Starts asking over a connected session; `send` returns nothing useful once the session is closed. */
+  start(send: (m: FailsafeMsg) => void, epoch: () => number, closed: () => boolean): void {
+    const tick = (): void => {
+      if (closed()) return
+      if (this.fs.enabled && this.fs.windowMs > 0) {
+        const t = this.fs.stamp()
+        this.pending.set(t, this.fs.windowMs)
+        while (this.pending.size > MAX_PENDING) this.pending.delete(this.pending.keys().next().value as number)
+        send({ type: 'FAILSAFE', t, epoch: epoch(), windowMs: this.fs.windowMs })
+      }
+      this.timer = setTimeout(tick, this.fs.intervalMs(this.heartbeatMs))
+    }
+    tick()
+  }
+
+  /** The session ended: no more requests, and this standby's confirmation is withdrawn. */
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = null
+    this.pending.clear()
+    this.fs.forget(this.peer)
+  }
+
+  /** A FAILSAFE_OK from the standby; `ownEpoch` is this primary's epoch (a newer one in the answer is not a promise). */
+  answer(m: FailsafeOkMsg, ownEpoch: number): void {
+    const windowMs = this.pending.get(m.t)
+    if (windowMs === undefined) return
+    for (const k of this.pending.keys()) {
+      if (k > m.t) break
+      this.pending.delete(k)
+    }
+    this.fs.onConfirm(this.peer, m.t, m.promised && m.epoch <= ownEpoch, windowMs)
   }
 }

@@ -19,6 +19,7 @@ import type { VerifyOutcome } from './verifier.js'
 import { BlockrepError, isCode } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
 import { crc32c } from '../util/crc32c.js'
+import { FailsafeAsker } from './failsafe.js'
 import type { FailsafeTracker } from './failsafe.js'
 
 export type { PeerState } from './status-types.js'
@@ -33,8 +34,6 @@ export interface LinkHooks {
   onPeerEpoch?: (peer: string, epoch: number) => void
 }
 
-/** FAILSAFE requests kept waiting for their answer, per link. */
-const MAX_PENDING_FAILSAFE = 64
 export type { LinkTunables, PeerConfig } from './peer-config.js'
 
 /**
@@ -70,9 +69,7 @@ export class PeerLink implements WriteListener {
   private loopDone: Promise<void> = Promise.resolve()
   private heartbeat: NodeJS.Timeout | null = null
   private sentBefore = 0
-  private failsafeTimer: NodeJS.Timeout | null = null
-  /** FAILSAFE send stamps awaiting their answer → the window each asked for */
-  private readonly failsafePending = new Map<number, number>()
+  private failsafe: FailsafeAsker | null = null
 
   constructor(
     readonly peer: PeerConfig,
@@ -209,7 +206,9 @@ export class PeerLink implements WriteListener {
     const d = hs.decision
     const reader = this.readFrames(t)
     this.heartbeat = setInterval(() => t.send({ type: 'PING', t: Date.now() }), this.tun.heartbeatMs)
-    this.startFailsafe(t)
+    const asker = this.hooks.failsafe ? new FailsafeAsker(this.hooks.failsafe, this.peer.node, this.tun.heartbeatMs) : null
+    this.failsafe = asker
+    asker?.start((m) => t.send(m), () => this.store.epoch, () => t.closed)
     try {
       // NONE and HEAD_DELTA: every record after the standby's head, including the ones written during the handshake
       let from = hs.standby.headSeq + 1
@@ -236,39 +235,9 @@ export class PeerLink implements WriteListener {
     } finally {
       clearInterval(this.heartbeat)
       this.heartbeat = null
-      if (this.failsafeTimer) clearTimeout(this.failsafeTimer)
-      this.failsafeTimer = null
-      this.hooks.failsafe?.forget(this.peer.node)
-      this.failsafePending.clear()
+      asker?.stop()
+      this.failsafe = null
     }
-  }
-
-  /** While the node is under a controller: ask this standby for a failsafe confirmation, several times a window. */
-  private startFailsafe(t: FrameTransport): void {
-    const fs = this.hooks.failsafe
-    if (!fs) return
-    const tick = (): void => {
-      if (t.closed) return
-      if (fs.enabled && fs.windowMs > 0) {
-        const stamp = fs.stamp()
-        this.failsafePending.set(stamp, fs.windowMs)
-        while (this.failsafePending.size > MAX_PENDING_FAILSAFE) this.failsafePending.delete(this.failsafePending.keys().next().value as number)
-        t.send({ type: 'FAILSAFE', t: stamp, epoch: this.store.epoch, windowMs: fs.windowMs })
-      }
-      this.failsafeTimer = setTimeout(tick, fs.intervalMs(this.tun.heartbeatMs))
-    }
-    tick()
-  }
-
-  private onFailsafeOk(t: number, epoch: number, promised: boolean): void {
-    const windowMs = this.failsafePending.get(t)
-    if (windowMs === undefined) return
-    for (const k of this.failsafePending.keys()) {
-      if (k > t) break
-      this.failsafePending.delete(k)
-    }
-    if (epoch > this.store.epoch) this.hooks.onPeerEpoch?.(this.peer.node, epoch)
-    this.hooks.failsafe?.onConfirm(this.peer.node, t, promised && epoch <= this.store.epoch, windowMs)
   }
 
   private async readFrames(t: FrameTransport): Promise<never> {
@@ -286,7 +255,9 @@ export class PeerLink implements WriteListener {
       case 'ACK':
         return this.onAck(m.seq)
       case 'FAILSAFE_OK':
-        return this.onFailsafeOk(m.t, m.epoch, m.promised)
+        if (m.epoch > this.store.epoch) this.hooks.onPeerEpoch?.(this.peer.node, m.epoch)
+        this.failsafe?.answer(m, this.store.epoch)
+        return
       case 'PONG':
       case 'PING':
       case 'BLOCKS_ACK': // the standby's answer to the last ROUND_END may arrive after the resync ended

@@ -10,6 +10,8 @@ import { splitAddress } from './peer-config.js'
 import type { LinkTunables, PeerConfig } from './peer-config.js'
 import { StandbySession, newestEpoch } from './standby-session.js'
 import { FailsafeTracker } from './failsafe.js'
+import { EpochFence } from './epoch-fence.js'
+import type { Fence } from './epoch-fence.js'
 import { decideFor } from './primary-handshake.js'
 import { journalGap } from './facts.js'
 import { BlockrepError } from '../util/errors.js'
@@ -46,12 +48,8 @@ export class ReplicationNode {
   ackGate: ((seq: number) => BlockrepError | null) | null = null
   /** the failsafe confirmations (both roles); enabled by the agent while under a controller */
   readonly failsafe: FailsafeTracker
-  /** the newest epoch learned from a peer or a controller that is above this node's own */
-  newestSeenEpoch = 0
-  /** set when this primary learned a newer epoch: it accepts no write until demoted */
-  fenced: { epoch: number; reason: string; at: number } | null = null
-  /** called when this node learns of an epoch above its own (persist it: it must survive a restart) */
-  onNewerEpoch: ((epoch: number, reason: string) => void) | null = null
+  /** newer epochs heard of, and the fence they put on a primary (the owner persists it via onNewerEpoch) */
+  readonly epochs: EpochFence
   /** observers for metrics */
   events: { modeChosen?: (peer: string, mode: string) => void; writeLatency?: (seconds: number) => void } = {}
 
@@ -62,28 +60,22 @@ export class ReplicationNode {
     control: { now: () => number; marginMs: number } = { now: () => performance.now(), marginMs: 1000 },
   ) {
     this.failsafe = new FailsafeTracker(control.now, control.marginMs, () => this.cfg.peers.map((p) => p.node))
+    this.epochs = new EpochFence(log)
+  }
+
+  /** Set while this primary knows a newer epoch: it accepts no write until demoted. */
+  get fenced(): Fence | null {
+    return this.epochs.fenced
   }
 
   /** The newest epoch this node knows of: its own, or one it learned of. */
   knownEpoch(): number {
-    return Math.max(this.store.epoch, this.newestSeenEpoch)
+    return this.epochs.known(this.store.epoch)
   }
 
-  /**
-   * Records that epoch `epoch` exists (seen at a peer, or named by a
-   * controller). Above this node's own epoch: a primary stops accepting writes
-   * at once and for good in this epoch (invariant 6); returns true then.
-   */
+  /** Records that `epoch` exists (peer, controller); a primary below it is fenced. True when fenced. */
   noteEpoch(epoch: number, reason: string): boolean {
-    if (epoch <= this.store.epoch) return false
-    const fresh = epoch > this.newestSeenEpoch
-    this.newestSeenEpoch = Math.max(this.newestSeenEpoch, epoch)
-    if (this.role === 'primary' && (this.fenced === null || epoch > this.fenced.epoch)) {
-      this.fenced = { epoch, reason, at: Date.now() }
-      this.log.error({ epoch, own: this.store.epoch, reason }, 'fenced: a newer epoch exists, this primary accepts no more writes')
-    }
-    if (fresh) this.onNewerEpoch?.(epoch, reason)
-    return this.fenced !== null
+    return this.epochs.note(epoch, reason, this.store.epoch, this.role === 'primary')
   }
 
   private notePeerMeta(peer: string, meta: WireMeta, dialing: boolean): void {
@@ -206,8 +198,7 @@ export class ReplicationNode {
   }
 
   private fencedError(): BlockrepError {
-    const f = this.fenced!
-    return new BlockrepError('ERR_FENCED', `${this.store.meta.nodeId} is fenced: ${f.reason}; it must be demoted and rejoin as a standby`, { context: { epoch: f.epoch, own: this.store.epoch } })
+    return this.epochs.error(this.store.meta.nodeId, this.store.epoch)
   }
 
   /**
@@ -245,8 +236,12 @@ export class ReplicationNode {
   private takeOver(force: boolean): { epoch: number } {
     const meta = this.store.meta
     if (meta.role === 'primary') return { epoch: this.store.epoch }
+    // a session that arrived during the failsafe wait may have started a resync
+    if (!meta.consistent && !force) {
+      throw new BlockrepError('ERR_NOT_PRIMARY', `${meta.nodeId} became inconsistent while its promotion waited; promote --force to take over anyway`, { context: { node: meta.nodeId } })
+    }
     const head = this.store.journal.headSeq
-    const epoch = Math.max(this.newestSeenEpoch, ...meta.epochs.map((e) => e.epoch)) + 1
+    const epoch = Math.max(this.epochs.newestSeen, ...meta.epochs.map((e) => e.epoch)) + 1
     // epochs adopted from the old primary that this node never reached hold none of its seqs
     meta.epochs = meta.epochs.filter((e) => e.startSeq <= head)
     meta.epochs.push({ epoch, nodeId: meta.nodeId, startSeq: head + 1 })
@@ -262,7 +257,7 @@ export class ReplicationNode {
       }
     }
     this.store.saveMeta()
-    this.fenced = null
+    this.epochs.fenced = null
     this.log.warn({ epoch, startSeq: head + 1, forced: force }, 'promoted to primary')
     this.becomePrimary()
     return { epoch }
@@ -278,7 +273,7 @@ export class ReplicationNode {
     this.writePath = null
     this.store.journal.onReclaim = () => this.store.volume.flushSync()
     this.store.saveMeta()
-    this.fenced = null
+    this.epochs.fenced = null
     this.log.warn({}, 'demoted to standby')
     // ask the primary (if any) to dial now: it catches this node up
     setTimeout(() => void this.nudgePrimary(), 50).unref()
