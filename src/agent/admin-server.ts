@@ -181,7 +181,8 @@ export class AdminServer {
       if (method === 'POST' && POST_ROUTES.has(url.pathname)) {
         this.authorize(req)
         const body = await readJson(req)
-        this.log.info({ call: url.pathname, body, from: req.socket.remoteAddress }, 'admin call')
+        // lease renewals come every controller heartbeat: not worth an info line each
+        this.log[url.pathname === '/v1/control/lease' ? 'debug' : 'info']({ call: url.pathname, body, from: req.socket.remoteAddress }, 'admin call')
         switch (url.pathname) {
           case '/v1/control/lease':
             return sendJson(res, 200, await this.control().lease(body))

@@ -33,6 +33,8 @@ export interface LeaseGuardOptions {
 export class LeaseGuard implements NonNullable<AdminTarget['control']> {
   private state: ControlState
   private held: Lease | null = null
+  /** what allowed (or refused) the last write, for transition logs */
+  private lastVia: string | null = null
   private readonly clock: LeaseClock
   private readonly node: ReplicationNode
   private readonly now: () => number
@@ -69,8 +71,19 @@ export class LeaseGuard implements NonNullable<AdminTarget['control']> {
   }
 
   private refusal(v: WriteVerdict): BlockrepError | null {
+    this.noteTransition(v)
     if (v.ok) return null
     return new BlockrepError(v.code, `${this.node.store.meta.nodeId} accepts no write: ${v.reason}`, { context: { node: this.node.store.meta.nodeId } })
+  }
+
+  /** Logs when client writes start or stop being allowed (seen at the next write), not every refusal. */
+  private noteTransition(v: WriteVerdict): void {
+    const via = v.ok ? v.via : v.code
+    if (via === this.lastVia) return
+    const was = this.lastVia
+    this.lastVia = via
+    if (v.ok) this.log.info({ via, was }, 'client writes allowed')
+    else this.log.warn({ code: v.code, reason: v.reason, was }, 'client writes refused')
   }
 
   /**
