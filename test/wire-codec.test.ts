@@ -77,6 +77,8 @@ const samples: [Message, Buffer?][] = [
   [{ type: 'FLUSH_ACK', id: 3 }],
   [{ type: 'PING', t: 1700000000000 }],
   [{ type: 'PONG', t: 1700000000000 }],
+  [{ type: 'FAILSAFE', t: 123456, epoch: 4, windowMs: 2000 }],
+  [{ type: 'FAILSAFE_OK', t: 123456, epoch: 4, promised: true }],
 ]
 
 /** Fixed once from the encoder and pasted in: a change here is a wire-format change. */
@@ -104,6 +106,10 @@ const GOLDEN: Record<string, string> = {
   FLUSH_ACK: '000000140000000082a474797065a9464c5553485f41434ba2696403',
   PING: '000000160000000082a474797065a450494e47a174cb4278bcfe56800000',
   PONG: '000000160000000082a474797065a4504f4e47a174cb4278bcfe56800000',
+  // map{type, t: u32 123456, epoch: 4, windowMs: u16 2000}
+  FAILSAFE: '000000290000000084a474797065a84641494c53414645a174ce0001e240a565706f636804a877696e646f774d73cd07d0',
+  // map{type, t: u32 123456, epoch: 4, promised: true}
+  FAILSAFE_OK: '0000002a0000000084a474797065ab4641494c534146455f4f4ba174ce0001e240a565706f636804a870726f6d69736564c3',
 }
 
 const codeOf = (fn: () => unknown): string | undefined => {

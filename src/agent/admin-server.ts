@@ -16,10 +16,12 @@ import type { AdminTarget, VerifyJob } from './status-types.js'
  *   GET  /plan                   PlanEntry[]
  *   GET  /metrics                Prometheus text
  *   GET  /verify?peer=ID         VerifyJob (404 when none was started)
- *   POST /promote    {force?}    {epoch, changed}  (changed false: it already was primary)
- *   POST /demote                 {ok: true, changed}  (changed false: it already was a standby)
+ *   POST /promote    {force?}    {epoch, alreadyPrimary?}  (alreadyPrimary: nothing changed)
+ *   POST /demote                 {ok: true, alreadyStandby}  (alreadyStandby: nothing changed)
  *   POST /verify     {peer}      202 VerifyJob (attaches to a running one)
  *   POST /connect    {peer}      {ok: true}
+ *   POST /v1/control/lease      controller lease (docs/control-plane.md §1)
+ *   POST /v1/control/release    take the node out of control
  *   POST /disconnect {peer}      {ok: true}
  *
  * POSTs need `Authorization: Bearer <adminToken>` (401 otherwise; 403 when no
@@ -63,6 +65,10 @@ export function httpStatusFor(code: string): number {
     case 'ERR_LOCK_HELD':
     case 'ERR_META_MISMATCH':
     case 'ERR_PEER_GONE':
+    case 'ERR_STALE_EPOCH':
+    case 'ERR_FENCED':
+    case 'ERR_LEASE_EXPIRED':
+    case 'ERR_NOT_LEADER':
       return 409
     case 'ERR_SHUTDOWN':
       return 503
@@ -175,17 +181,22 @@ export class AdminServer {
       if (method === 'POST' && POST_ROUTES.has(url.pathname)) {
         this.authorize(req)
         const body = await readJson(req)
-        this.log.info({ call: url.pathname, body, from: req.socket.remoteAddress }, 'admin call')
+        // lease renewals come every controller heartbeat: not worth an info line each
+        this.log[url.pathname === '/v1/control/lease' ? 'debug' : 'info']({ call: url.pathname, body, from: req.socket.remoteAddress }, 'admin call')
         switch (url.pathname) {
+          case '/v1/control/lease':
+            return sendJson(res, 200, await this.control().lease(body))
+          case '/v1/control/release':
+            return sendJson(res, 200, await this.control().release())
           case '/promote': {
+            if (this.target.control) return sendJson(res, 200, await this.target.control.promote(body))
             const force = body.force ?? false
             if (typeof force !== 'boolean') throw new HttpError(400, 'ERR_USAGE', 'force: expected true or false')
             return sendJson(res, 200, await this.target.promote(force))
           }
-          case '/demote': {
-            const r = await this.target.demote()
-            return sendJson(res, 200, { ok: true, changed: r?.changed ?? true })
-          }
+          case '/demote':
+            if (this.target.control) return sendJson(res, 200, await this.target.control.demote(body))
+            return sendJson(res, 200, { ok: true, ...(await this.target.demote()) })
           case '/verify':
             return sendJson(res, 202, await this.startVerify(requiredPeer(body.peer)))
           case '/connect':
@@ -204,6 +215,11 @@ export class AdminServer {
     } catch (err) {
       this.sendError(res, route, err)
     }
+  }
+
+  private control(): NonNullable<AdminTarget['control']> {
+    if (!this.target.control) throw new HttpError(404, 'ERR_USAGE', 'this agent has no control API')
+    return this.target.control
   }
 
   private authorize(req: IncomingMessage): void {
@@ -290,7 +306,7 @@ export class AdminServer {
   }
 }
 
-const POST_ROUTES = new Set(['/promote', '/demote', '/verify', '/connect', '/disconnect'])
+const POST_ROUTES = new Set(['/promote', '/demote', '/verify', '/connect', '/disconnect', '/v1/control/lease', '/v1/control/release'])
 const ALLOWED: Record<string, string> = {
   '/status': 'GET',
   '/plan': 'GET',
@@ -300,6 +316,8 @@ const ALLOWED: Record<string, string> = {
   '/demote': 'POST',
   '/connect': 'POST',
   '/disconnect': 'POST',
+  '/v1/control/lease': 'POST',
+  '/v1/control/release': 'POST',
 }
 
 function sha256(s: string): Buffer {

@@ -10,6 +10,8 @@ import type { Logger } from '../util/log.js'
 import { AgentMetrics } from './metrics.js'
 import { checkInitialised, roleNote } from './startup-checks.js'
 import type { AdminTarget, NodeStatus } from './status-types.js'
+import { LeaseGuard } from './lease-guard.js'
+import { controlStatePath } from './control-state.js'
 
 /** Resync rounds after which client writes are throttled regardless of the gap. */
 const MAX_ROUNDS = 30
@@ -54,6 +56,8 @@ export class Agent {
   nbdAddress: string | null = null
   /** what the operator should know about how this agent started (shown by `status`) */
   readonly warnings: string[] = []
+  /** leases, failsafe and fencing under a controller */
+  control: LeaseGuard | null = null
   private stopped: Promise<void> | null = null
 
   private constructor(
@@ -89,8 +93,11 @@ export class Agent {
     log.info({ head: store.headSeq, role: store.meta.role, epoch: store.epoch, replayed: r.replayed, droppedTornBytes: r.droppedTornBytes, metaFellBack: r.metaFellBack, metaProblem: r.metaProblem, cleanShutdown: store.meta.cleanShutdown }, 'volume opened')
     if (store.metaCorrupt) log.error({ meta: cfg.meta, problem: r.metaProblem }, 'metadata failed its checksum: this standby will be rebuilt by a FULL sync')
     let node: ReplicationNode
+    let guard: LeaseGuard
     try {
-      node = new ReplicationNode(store, replicationConfig(cfg), log)
+      node = new ReplicationNode(store, replicationConfig(cfg), log, { now: () => performance.now(), marginMs: cfg.tunables.leaseMarginMs })
+      // before the node serves anything: a controlled or fenced primary must not accept a write in between
+      guard = new LeaseGuard({ node, statePath: controlStatePath(cfg.meta), marginMs: cfg.tunables.leaseMarginMs, failsafeMs: cfg.tunables.failsafeMs, log })
       await node.start()
     } catch (err) {
       store.close(false)
@@ -102,6 +109,7 @@ export class Agent {
       agent.warnings.push(note)
       log.warn({ configRole: cfg.role, metaRole: store.meta.role }, note)
     }
+    agent.control = guard
     if (cfg.nbd) {
       try {
         agent.nbd = new NbdServer({ engine: agent.engine, log })
@@ -120,6 +128,7 @@ export class Agent {
     const s = this.node.status()
     s.warnings = [...this.warnings]
     s.nbd = this.nbd ? { address: this.nbdAddress, readOnly: this.engine.isReadOnly(), connections: this.nbd.connections } : null
+    if (this.control) s.control = this.control.status()
     return s
   }
 
@@ -142,7 +151,10 @@ export function adminTarget(agent: Agent): AdminTarget {
     status: () => agent.status(),
     plan: async () => node.plan(),
     promote: (force) => node.promote(force),
-    demote: () => node.demote(),
+    demote: async () => {
+      await node.demote()
+    },
+    control: agent.control ?? undefined,
     verify: (peer) => node.verify(peer),
     verifyProgress: (peer) => node.verifyProgress(peer),
     connect: (peer) => node.connect(peer),

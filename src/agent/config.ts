@@ -58,6 +58,10 @@ export interface Tunables {
   retryLimit: number
   /** what a rejoining node does with writes it accepted but never shipped */
   divergencePolicy: DivergencePolicy
+  /** under a controller: a lease stops this long before the controller's count ends (clock drift, first grant's delay) */
+  leaseMarginMs: number
+  /** how long a standby's failsafe confirmation keeps a lease-less primary writable; 0 = the last grant's leaseMs */
+  failsafeMs: number
 }
 
 /** Fully defaulted and validated; sizes in bytes, durations in ms, paths absolute. */
@@ -111,6 +115,8 @@ export const DEFAULT_TUNABLES: Readonly<Tunables> = Object.freeze({
   peerTimeoutMs: 5000,
   retryLimit: 5,
   divergencePolicy: 'keep',
+  leaseMarginMs: 1000,
+  failsafeMs: 0,
 })
 
 const TOP_KEYS = [
@@ -330,5 +336,7 @@ function parseTunables(c: Checker, v: unknown): Tunables {
     peerTimeoutMs,
     retryLimit: c.int(rec.retryLimit, p('retryLimit'), d.retryLimit, 0, 1_000_000),
     divergencePolicy: c.oneOf(rec.divergencePolicy, p('divergencePolicy'), ['discard', 'keep'] as const, d.divergencePolicy),
+    leaseMarginMs: c.int(rec.leaseMarginMs, p('leaseMarginMs'), d.leaseMarginMs, 0, 600_000),
+    failsafeMs: c.int(rec.failsafeMs, p('failsafeMs'), d.failsafeMs, 0, 3_600_000),
   }
 }

@@ -62,15 +62,15 @@ export class AdminClient {
     return (await this.call('GET', '/metrics')).text
   }
 
-  /** `changed` false: the node already was primary (older agents leave it out). */
-  promote(force = false): Promise<{ epoch: number; changed?: boolean }> {
+  /** `alreadyPrimary` true: the node already was primary, nothing changed. */
+  promote(force = false): Promise<{ epoch: number; alreadyPrimary?: boolean }> {
     return this.json('POST', '/promote', { force })
   }
 
-  /** `changed` false: the node already was a standby. */
-  async demote(): Promise<{ changed: boolean }> {
-    const r = await this.json<{ changed?: boolean }>('POST', '/demote', {})
-    return { changed: r.changed !== false }
+  /** `alreadyStandby` true: the node already was a standby, nothing changed. */
+  async demote(): Promise<{ alreadyStandby: boolean }> {
+    const r = await this.json<{ alreadyStandby?: boolean }>('POST', '/demote', {})
+    return { alreadyStandby: r.alreadyStandby === true }
   }
 
   /** Starts a verify against `peer`, or attaches to the one already running. */

@@ -14,13 +14,13 @@ export function register(program: Command): void {
       .description('make this node primary in a new epoch')
       .option('--force', 'promote even while this node is inconsistent (an incomplete resync); demote the old primary first, or it is refused as split brain when it returns'),
   ).action(async (opts: AdminCliOptions & { force?: boolean }) => {
-    const { epoch, changed } = await adminClientFrom(opts).promote(opts.force === true)
-    process.stdout.write(changed === false ? `already primary (epoch ${epoch}): nothing changed\n` : `promoted: primary in epoch ${epoch}\n`)
+    const { epoch, alreadyPrimary } = await adminClientFrom(opts).promote(opts.force === true)
+    process.stdout.write(alreadyPrimary === true ? `already primary (epoch ${epoch}): nothing changed\n` : `promoted: primary in epoch ${epoch}\n`)
   })
 
   addAdminOptions(program.command('demote').description('make this node a standby')).action(async (opts: AdminCliOptions) => {
-    const { changed } = await adminClientFrom(opts).demote()
-    process.stdout.write(changed ? 'demoted: standby\n' : 'already a standby: nothing changed\n')
+    const { alreadyStandby } = await adminClientFrom(opts).demote()
+    process.stdout.write(alreadyStandby ? 'already a standby: nothing changed\n' : 'demoted: standby\n')
   })
 
   addAdminOptions(

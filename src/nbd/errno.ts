@@ -12,6 +12,10 @@ export function nbdErrno(err: unknown): number {
   switch (err.code) {
     case ErrorCode.READ_ONLY:
     case ErrorCode.NOT_PRIMARY:
+    // refused at admission, nothing written: like a standby's refusal (a write that became durable
+    // but lost its lease before the reply is ERR_IO instead, so the client knows the outcome is unknown)
+    case ErrorCode.LEASE_EXPIRED:
+    case ErrorCode.FENCED:
       return Errno.EPERM
     case ErrorCode.OUT_OF_RANGE:
       return Errno.EINVAL

@@ -21,8 +21,21 @@ import { BlockrepError, isCode } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
 import { crc32c } from '../util/crc32c.js'
 import { FAILURE_BACKOFF_MAX_MS, repeatedFailure } from './catch-up-backoff.js'
+import { FailsafeAsker } from './failsafe.js'
+import type { FailsafeTracker } from './failsafe.js'
 
 export type { PeerState } from './status-types.js'
+
+/** What a link reports to its node beyond the data path. */
+export interface LinkHooks {
+  /** asks for failsafe confirmations while enabled, and records them */
+  failsafe?: FailsafeTracker
+  /** the peer's META at each handshake; throws to refuse it (this node learned a newer epoch) */
+  onPeerMeta?: (peer: string, meta: WireMeta) => void
+  /** a FAILSAFE_OK named an epoch newer than this node's */
+  onPeerEpoch?: (peer: string, epoch: number) => void
+}
+
 export type { LinkTunables, PeerConfig } from './peer-config.js'
 
 /**
@@ -66,6 +79,7 @@ export class PeerLink implements WriteListener {
   /** waiting out a repeated catch-up failure (nudges do not cut it short) */
   private backingOff = false
   private sentBefore = 0
+  private failsafe: FailsafeAsker | null = null
 
   constructor(
     readonly peer: PeerConfig,
@@ -76,6 +90,7 @@ export class PeerLink implements WriteListener {
     private readonly log: Logger,
     /** dial over TLS when set */
     private readonly tls: TlsConfig | null = null,
+    private readonly hooks: LinkHooks = {},
   ) {
     this.nodeId = peer.node
     this.acked = store.peer(peer.node).ackedSeq
@@ -201,7 +216,8 @@ export class PeerLink implements WriteListener {
         this.t = t
         if (!this.enabled) break
         this.state = 'handshake'
-        const hs = await primaryHandshake(t, this.store, this.secret, this.peer.node, this.tun.checksumResync)
+        const onMeta = this.hooks.onPeerMeta ? (m: WireMeta) => this.hooks.onPeerMeta!(this.peer.node, m) : undefined
+        const hs = await primaryHandshake(t, this.store, this.secret, this.peer.node, this.tun.checksumResync, onMeta)
         this.lastStandbyMeta = hs.standby
         this.ackedConfirmed = true
         this.noteMode(hs.decision)
@@ -247,6 +263,9 @@ export class PeerLink implements WriteListener {
     const d = hs.decision
     const reader = this.readFrames(t)
     this.heartbeat = setInterval(() => t.send({ type: 'PING', t: Date.now() }), this.tun.heartbeatMs)
+    const asker = this.hooks.failsafe ? new FailsafeAsker(this.hooks.failsafe, this.peer.node, this.tun.heartbeatMs) : null
+    this.failsafe = asker
+    asker?.start((m) => t.send(m), () => this.store.epoch, () => t.closed)
     try {
       // NONE and HEAD_DELTA: every record after the standby's head, including the ones written during the handshake
       let from = hs.standby.headSeq + 1
@@ -273,6 +292,8 @@ export class PeerLink implements WriteListener {
     } finally {
       clearInterval(this.heartbeat)
       this.heartbeat = null
+      asker?.stop()
+      this.failsafe = null
     }
   }
 
@@ -290,6 +311,10 @@ export class PeerLink implements WriteListener {
     switch (m.type) {
       case 'ACK':
         return this.onAck(m.seq)
+      case 'FAILSAFE_OK':
+        if (m.epoch > this.store.epoch) this.hooks.onPeerEpoch?.(this.peer.node, m.epoch)
+        this.failsafe?.answer(m, this.store.epoch)
+        return
       case 'PONG':
       case 'PING':
       case 'BLOCKS_ACK': // the standby's answer to the last ROUND_END may arrive after the resync ended

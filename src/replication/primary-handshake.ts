@@ -69,10 +69,19 @@ export function decideFor(store: NodeStore, standby: WireMeta, divergence?: Bloc
  * divergence query when the standby's head left our history, decide, MODE.
  * Throws on refusal (after telling the standby why).
  */
-export async function primaryHandshake(t: FrameTransport, store: NodeStore, secret: string, peerId: string, checksum: boolean): Promise<HandshakeResult> {
+export async function primaryHandshake(
+  t: FrameTransport,
+  store: NodeStore,
+  secret: string,
+  peerId: string,
+  checksum: boolean,
+  /** sees the peer's META first; may throw to end the handshake (a newer epoch: this node is fenced) */
+  onMeta?: (meta: WireMeta) => void,
+): Promise<HandshakeResult> {
   await helloAndAuth(t, store, secret, true, peerId)
   t.send({ type: 'META', meta: store.toWire() })
   const standby = (await expectFrame(t, 'META')).msg.meta
+  onMeta?.(standby)
   let divergence: BlockBitmap | null | undefined
   const meta = standby.volumeId === '' && !standby.syncedOnce ? { ...standby, volumeId: store.meta.volumeId } : standby
   const branch = needsDivergenceQuery({ epochs: store.meta.epochs, headSeq: store.journal.headSeq }, meta)

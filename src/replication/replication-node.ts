@@ -10,9 +10,14 @@ import { WritePath } from './write-path.js'
 import { PeerLink } from './peer-link.js'
 import { splitAddress } from './peer-config.js'
 import type { LinkTunables, PeerConfig } from './peer-config.js'
-import { StandbySession } from './standby-session.js'
 import { IncomingPeers } from './incoming-peers.js'
 import { incomingPlan, incomingStatus, outgoingPlan, outgoingStatus } from './peer-status.js'
+import { StandbySession, newestEpoch } from './standby-session.js'
+import { FailsafeTracker } from './failsafe.js'
+import { EpochFence } from './epoch-fence.js'
+import type { Fence } from './epoch-fence.js'
+import { decideFor } from './primary-handshake.js'
+import { journalGap } from './facts.js'
 import { BlockrepError } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
 import type { NodeStatus, PeerStatus, PlanEntry } from './status-types.js'
@@ -48,6 +53,12 @@ export class ReplicationNode {
   writeGate: (() => BlockrepError | null) | null = null
   /** a standby's memory of its configured peers (refusals, who answers as what) */
   readonly incoming: IncomingPeers
+  /** extra check before a durable write is acknowledged (the lease must still hold); null = none */
+  ackGate: ((seq: number) => BlockrepError | null) | null = null
+  /** the failsafe confirmations (both roles); enabled by the agent while under a controller */
+  readonly failsafe: FailsafeTracker
+  /** newer epochs heard of, and the fence they put on a primary (the owner persists it via onNewerEpoch) */
+  readonly epochs: EpochFence
   /** observers for metrics */
   events: { modeChosen?: (peer: string, mode: string) => void; writeLatency?: (seconds: number) => void } = {}
 
@@ -55,8 +66,33 @@ export class ReplicationNode {
     readonly store: NodeStore,
     private readonly cfg: ReplicationConfig,
     private readonly log: Logger,
+    control: { now: () => number; marginMs: number } = { now: () => performance.now(), marginMs: 1000 },
   ) {
     this.incoming = new IncomingPeers(cfg.peers.map((p) => p.node))
+    this.failsafe = new FailsafeTracker(control.now, control.marginMs, () => this.cfg.peers.map((p) => p.node))
+    this.epochs = new EpochFence(log)
+  }
+
+  /** Set while this primary knows a newer epoch: it accepts no write until demoted. */
+  get fenced(): Fence | null {
+    return this.epochs.fenced
+  }
+
+  /** The newest epoch this node knows of: its own, or one it learned of. */
+  knownEpoch(): number {
+    return this.epochs.known(this.store.epoch)
+  }
+
+  /** Records that `epoch` exists (peer, controller); a primary below it is fenced. True when fenced. */
+  noteEpoch(epoch: number, reason: string): boolean {
+    return this.epochs.note(epoch, reason, this.store.epoch, this.role === 'primary')
+  }
+
+  private notePeerMeta(peer: string, meta: WireMeta, dialing: boolean): void {
+    const e = newestEpoch(meta.epochs)
+    if (this.noteEpoch(e, `newer epoch ${e} seen at peer ${peer}`) && dialing && e > this.store.epoch) {
+      throw new BlockrepError('ERR_FENCED', `${peer} knows epoch ${e}, newer than this node's ${this.store.epoch}: it will not be a standby of this node`, { context: { peer, epoch: e } })
+    }
   }
 
   get role(): 'primary' | 'standby' {
@@ -145,6 +181,9 @@ export class ReplicationNode {
         groupCommitMs: this.cfg.tunables.groupCommitMs,
         divergencePolicy: this.cfg.tunables.divergencePolicy,
         onStandbyNudge: (standbyId) => this.links.get(standbyId)?.nudge(),
+        onPeerMeta: (peer, meta) => this.notePeerMeta(peer, meta, false),
+        knownEpoch: () => this.knownEpoch(),
+        failsafe: this.failsafe,
         onAuthenticated: (s, primaryId) => {
           this.incoming.sessionStarted(primaryId)
           for (const other of this.sessions) {
@@ -194,28 +233,69 @@ export class ReplicationNode {
     wp.setWritableCheck(() => {
       if (this.closing) return new BlockrepError('ERR_SHUTDOWN', 'the agent is shutting down')
       if (this.role !== 'primary') return new BlockrepError('ERR_NOT_PRIMARY', `${this.store.meta.nodeId} is not primary`)
+      if (this.fenced) return this.fencedError()
       return this.writeGate?.() ?? null
     })
+    wp.ackCheck = (seq) => (this.fenced ? this.fencedError() : (this.ackGate?.(seq) ?? null))
     wp.onLatency = (s) => this.events.writeLatency?.(s)
     this.writePath = wp
     for (const p of this.cfg.peers) {
-      const link = new PeerLink(p, this.store, wp, this.cfg.secret, this.cfg.tunables, this.log, this.cfg.tls ?? null)
+      const link = new PeerLink(p, this.store, wp, this.cfg.secret, this.cfg.tunables, this.log, this.cfg.tls ?? null, {
+        failsafe: this.failsafe,
+        onPeerMeta: (peer, meta) => this.notePeerMeta(peer, meta, true),
+        onPeerEpoch: (peer, epoch) => void this.noteEpoch(epoch, `newer epoch ${epoch} seen at peer ${peer}`),
+      })
       link.onMode = (peer, mode) => this.events.modeChosen?.(peer, mode)
       this.links.set(p.node, link)
       link.start()
     }
   }
 
-  /** Standby → primary: a new epoch starting at head+1, recorded before any write (invariant 4). */
-  async promote(force: boolean): Promise<{ epoch: number; changed: boolean }> {
+  private fencedError(): BlockrepError {
+    return this.epochs.error(this.store.meta.nodeId, this.store.epoch)
+  }
+
+  /**
+   * Standby → primary: a new epoch starting at head+1, recorded before any
+   * write (invariant 4), numbered above every epoch this node knows of. A
+   * standby that gave failsafe confirmations stops giving them at once and
+   * waits until the last one runs out before it becomes writable.
+   */
+  async promote(force: boolean): Promise<{ epoch: number; alreadyPrimary?: boolean }> {
     const meta = this.store.meta
-    if (meta.role === 'primary') return { epoch: this.store.epoch, changed: false }
+    if (meta.role === 'primary') {
+      if (this.fenced) throw this.fencedError()
+      return { epoch: this.store.epoch, alreadyPrimary: true }
+    }
     if (!meta.consistent && !force) {
       throw new BlockrepError('ERR_NOT_PRIMARY', `${meta.nodeId} is inconsistent (a resync is incomplete); promote --force to take over anyway`, { context: { node: meta.nodeId } })
     }
-    for (const s of this.sessions) await s.close(new BlockrepError('ERR_SHUTDOWN', `${meta.nodeId} is being promoted`))
+    const hold = this.failsafe.beginPromotion()
+    try {
+      for (const s of this.sessions) await s.close(new BlockrepError('ERR_SHUTDOWN', `${meta.nodeId} is being promoted`))
+      if (hold > 0) {
+        this.log.warn({ waitMs: Math.ceil(hold) }, 'promotion waits until the failsafe confirmations this standby gave have run out')
+        await new Promise((r) => setTimeout(r, Math.ceil(hold)))
+      }
+      // a session that came in during the wait applies nothing more once closing (its flag is set synchronously)
+      const late = [...this.sessions].map((s) => s.close(new BlockrepError('ERR_SHUTDOWN', `${meta.nodeId} is being promoted`)))
+      const out = this.takeOver(force)
+      await Promise.all(late).catch(() => {})
+      return out
+    } finally {
+      this.failsafe.endPromotion()
+    }
+  }
+
+  private takeOver(force: boolean): { epoch: number } {
+    const meta = this.store.meta
+    if (meta.role === 'primary') return { epoch: this.store.epoch }
+    // a session that arrived during the failsafe wait may have started a resync
+    if (!meta.consistent && !force) {
+      throw new BlockrepError('ERR_NOT_PRIMARY', `${meta.nodeId} became inconsistent while its promotion waited; promote --force to take over anyway`, { context: { node: meta.nodeId } })
+    }
     const head = this.store.journal.headSeq
-    const epoch = Math.max(0, ...meta.epochs.map((e) => e.epoch)) + 1
+    const epoch = Math.max(this.epochs.newestSeen, ...meta.epochs.map((e) => e.epoch)) + 1
     // epochs adopted from the old primary that this node never reached hold none of its seqs
     meta.epochs = meta.epochs.filter((e) => e.startSeq <= head)
     meta.epochs.push({ epoch, nodeId: meta.nodeId, startSeq: head + 1 })
@@ -231,14 +311,15 @@ export class ReplicationNode {
       }
     }
     this.store.saveMeta()
+    this.epochs.fenced = null
     this.log.warn({ epoch, startSeq: head + 1, forced: force }, 'promoted to primary')
     this.becomePrimary()
-    return { epoch, changed: true }
+    return { epoch }
   }
 
   /** Primary → standby: stops accepting writes and dialing; the new primary will catch this node up. */
-  async demote(): Promise<{ changed: boolean }> {
-    if (this.role !== 'primary') return { changed: false }
+  async demote(): Promise<{ alreadyStandby: boolean }> {
+    if (this.role !== 'primary') return { alreadyStandby: true }
     this.store.meta.role = 'standby'
     // new writes are refused from here; the ones already accepted reach the sync peers before the links go
     await this.drainWrites()
@@ -246,8 +327,11 @@ export class ReplicationNode {
     this.writePath = null
     this.store.journal.onReclaim = () => this.store.volume.flushSync()
     this.store.saveMeta()
+    this.epochs.fenced = null
     this.log.warn({}, 'demoted to standby')
-    return { changed: true }
+    // ask the primary (if any) to dial now: it catches this node up
+    setTimeout(() => void this.nudgePrimary(), 50).unref()
+    return { alreadyStandby: false }
   }
 
   /** Online verify against a streaming peer (see Verifier). */

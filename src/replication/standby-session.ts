@@ -1,6 +1,7 @@
 import type { FrameTransport } from '../wire/transport.js'
 import { validateFramePayload } from '../wire/validate.js'
-import type { BlocksMsg, Frame, ModeMsg, RoundBeginMsg, WriteMsg } from '../wire/messages.js'
+import type { BlocksMsg, Frame, ModeMsg, RoundBeginMsg, WireMeta, WriteMsg } from '../wire/messages.js'
+import type { FailsafeTracker } from './failsafe.js'
 import { decodeRuns } from '../wire/messages.js'
 import type { BlockBitmap } from '../storage/types.js'
 import type { NodeStore } from './node-store.js'
@@ -26,6 +27,17 @@ export interface StandbyOptions {
   onChange?: () => void
   /** on a primary: an authenticated standby asks to be dialed */
   onStandbyNudge?: (standbyId: string) => void
+  /** the dialing primary's META, before anything else happens (newer epochs are learned here) */
+  onPeerMeta?: (peer: string, meta: WireMeta) => void
+  /** the newest epoch this node knows of (its own, or one learned from a peer or controller) */
+  knownEpoch?: () => number
+  /** answers FAILSAFE requests; none: every request is refused */
+  failsafe?: FailsafeTracker
+}
+
+/** The newest epoch number in a history (0 when empty). */
+export function newestEpoch(epochs: readonly { epoch: number }[]): number {
+  return epochs.reduce((m, e) => Math.max(m, e.epoch), 0)
 }
 
 /** How often the standby persists its remaining-blocks bitmap during a resync. */
@@ -95,13 +107,24 @@ export class StandbySession {
         if (store.meta.role === 'primary') this.opts.onStandbyNudge?.(hello.nodeId)
         return
       }
+      // the dialing primary sends its META right after auth: read it first, so that a
+      // newer epoch is learned (and a stale primary refused) before anything changes here
+      const theirs = (await expectFrame(this.t, 'META')).msg.meta
+      this.opts.onPeerMeta?.(hello.nodeId, theirs)
       if (store.meta.role === 'primary') {
+        // our META tells the other primary our epoch, so the older of the two learns it is stale
+        this.t.send({ type: 'META', meta: store.toWire() })
         const why = hello.role === 'primary' ? `split brain: both ${store.meta.nodeId} and ${hello.nodeId} are primary` : `${store.meta.nodeId} is primary; it dials its standbys`
         throw new BlockrepError('ERR_HANDSHAKE_REFUSED', why, { context: { peer: hello.nodeId } })
       }
+      const known = this.opts.knownEpoch?.() ?? store.epoch
+      const theirEpoch = newestEpoch(theirs.epochs)
+      if (theirEpoch < known) {
+        this.t.send({ type: 'META', meta: store.toWire() })
+        throw new BlockrepError('ERR_HANDSHAKE_REFUSED', `${hello.nodeId} is a stale primary: its epoch ${theirEpoch} is older than epoch ${known} known here`, { context: { peer: hello.nodeId, theirEpoch, known } })
+      }
       this.opts.onAuthenticated?.(this, hello.nodeId)
       this.t.send({ type: 'META', meta: store.toWire() })
-      await expectFrame(this.t, 'META')
       let f = await this.t.next(30_000)
       if (f.msg.type === 'DIVERGENCE_QUERY') {
         this.answerDivergence(f.msg.branchSeq)
@@ -202,6 +225,12 @@ export class StandbySession {
       case 'PING':
         this.t.send({ type: 'PONG', t: m.t })
         return
+      case 'FAILSAFE': {
+        const known = this.opts.knownEpoch?.() ?? this.store.epoch
+        const promised = this.opts.failsafe?.confirm(m.epoch, m.windowMs, known, this.store.meta.role === 'standby') ?? false
+        this.t.send({ type: 'FAILSAFE_OK', t: m.t, epoch: known, promised })
+        return
+      }
       case 'PONG':
         return
       case 'ERROR':

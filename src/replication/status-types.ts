@@ -130,6 +130,16 @@ export interface NodeStatus {
   upSince: number
   /** things the operator should know about how the agent runs, in words (e.g. the config's role ignored) */
   warnings?: string[]
+  /** lease, failsafe and fencing (docs/control-plane.md §1); absent from engines without a control API */
+  control?: {
+    controlled: boolean
+    controller: string | null
+    term: number
+    lease: { valid: boolean; remainingMs: number; holder: string } | null
+    failsafe: { active: boolean; remainingMs: number | null; confirmedBy: string[] }
+    fenced: { epoch: number; reason: string; since: number } | null
+    writable: boolean
+  }
 }
 
 /** What the handshake would choose now for one peer (`blockrep plan`). */
@@ -185,4 +195,11 @@ export interface AdminTarget {
   verifyProgress?(peer: string): ProgressFigures | null
   connect(peer: string): Promise<void>
   disconnect(peer: string): Promise<void>
+  /** controller calls (leases, controlled promote/demote); absent: /v1/control/* answer 404 */
+  control?: {
+    lease(body: Record<string, unknown>): Promise<Record<string, unknown>>
+    release(): Promise<Record<string, unknown>>
+    promote(body: Record<string, unknown>): Promise<Record<string, unknown>>
+    demote(body: Record<string, unknown>): Promise<Record<string, unknown>>
+  }
 }

@@ -37,6 +37,14 @@ export class WritePath {
   private readonly throttles = new Map<string, number>()
   private throttleNext = 0
   private writable: () => BlockrepError | null = () => null
+  /**
+   * Run once a write is durable, just before it is acknowledged: a write whose
+   * lease ran out (or whose node was fenced) while it waited for the sync must
+   * not be reported as if the lease held. The refusal becomes EIO: the record
+   * stays in the journal (it may reach standbys, or become backlog), the client
+   * learns nothing was promised.
+   */
+  ackCheck: ((seq: number) => BlockrepError | null) | null = null
   /** called with each acknowledged write's latency in seconds (metrics) */
   onLatency: ((seconds: number) => void) | null = null
 
@@ -132,6 +140,8 @@ export class WritePath {
       if (done < length) await this.durable(last)
     } while (done < length)
     await this.durable(last)
+    const late = this.ackCheck?.(last) ?? null
+    if (late) throw new BlockrepError('ERR_IO', `write seq ${last} is durable but not acknowledged: ${late.message}`, { cause: late, context: { seq: last, reason: late.code } })
     this.onLatency?.((performance.now() - started) / 1000)
     return last
   }

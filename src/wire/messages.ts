@@ -33,6 +33,8 @@ export const MessageType = {
   FLUSH_ACK: 'FLUSH_ACK',
   PING: 'PING',
   PONG: 'PONG',
+  FAILSAFE: 'FAILSAFE',
+  FAILSAFE_OK: 'FAILSAFE_OK',
 } as const
 export type MessageType = (typeof MessageType)[keyof typeof MessageType]
 
@@ -171,6 +173,17 @@ export interface FlushMsg { type: 'FLUSH'; id: number }
 export interface FlushAckMsg { type: 'FLUSH_ACK'; id: number }
 export interface PingMsg { type: 'PING'; t: number }
 export interface PongMsg { type: 'PONG'; t: number }
+/**
+ * primary → standby, only while the primary is under a controller: "confirm you
+ * know no epoch newer than `epoch` and have not been promoted". `t` is the
+ * primary's monotonic send time in whole ms (echoed back, never compared with
+ * the standby's clock); `windowMs` is how long the primary will count on the
+ * confirmation (failsafeMs): the standby waits that long after its last
+ * confirmation before it accepts a write as a promoted primary.
+ */
+export interface FailsafeMsg { type: 'FAILSAFE'; t: number; epoch: number; windowMs: number }
+/** standby → primary: `promised` is true only when `epoch` (the newest it knows) is not above the primary's and no promotion is under way. */
+export interface FailsafeOkMsg { type: 'FAILSAFE_OK'; t: number; epoch: number; promised: boolean }
 
 export type Message =
   | HelloMsg | AuthMsg | AuthOkMsg | ErrorMsg | MetaMsg
@@ -180,6 +193,7 @@ export type Message =
   | RoundBeginMsg | BlocksMsg | BlocksAckMsg | RoundEndMsg
   | DigestReqMsg | DigestRespMsg
   | SyncDoneMsg | FlushMsg | FlushAckMsg | PingMsg | PongMsg
+  | FailsafeMsg | FailsafeOkMsg
 
 /** A decoded frame: the header message and its payload (empty Buffer when none). */
 export interface Frame {

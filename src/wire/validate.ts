@@ -157,6 +157,8 @@ const schemas: { [T in MessageType]: SchemaOf<MessageOf<T>> } = {
   FLUSH_ACK: { id: uint },
   PING: { t: uint },
   PONG: { t: uint },
+  FAILSAFE: { t: uint, epoch: uint, windowMs: uint },
+  FAILSAFE_OK: { t: uint, epoch: uint, promised: bool },
 }
 
 /** Message types that carry a payload; every other type must have an empty one. */
