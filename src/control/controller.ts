@@ -1,0 +1,388 @@
+import { randomBytes } from 'node:crypto'
+import { BlockrepError, isCode } from '../util/errors.js'
+import type { Logger } from '../util/log.js'
+import { AgentClient } from './agent-client.js'
+import type { AgentStatusView, Fetch } from './agent-client.js'
+import { AlarmBook } from './alarms.js'
+import type { AlarmCondition, AlarmEvent } from './alarms.js'
+import { AlarmSink } from './alarm-sink.js'
+import type { ControllerConfig, ControllerNodeConfig, ControllerVolumeConfig } from './config.js'
+import { FailoverRunner } from './failover.js'
+import type { FailoverRecord } from './failover.js'
+import { nodeAvailable, primaryVerdict, siteHealth } from './health.js'
+import type { SiteHealth } from './health.js'
+import type { ControlStore, Leadership, NodePosition, Versioned, VolumeDoc } from './store.js'
+import { buildDoc, sameDoc } from './volume-doc.js'
+import type { MemberView } from './volume-doc.js'
+
+/** Monotonic time for timing decisions, wall time for records. */
+export interface Clock {
+  mono(): number
+  wall(): number
+}
+export const systemClock: Clock = { mono: () => performance.now(), wall: () => Date.now() }
+
+export interface NodeRuntime {
+  volume: string
+  cfg: ControllerNodeConfig
+  client: AgentClient
+  status: AgentStatusView | null
+  /** monotonic time of the last answered heartbeat */
+  lastAnswerAt: number | null
+  lastSeenWall: number | null
+  lastError: string | null
+  inFlight: boolean
+  /** false once the agent answered 404 on the lease endpoint */
+  leaseSupported: boolean | null
+  /** monotonic time the last lease grant to this node was sent (answered or not) */
+  lastGrantSentAt: number | null
+  lastDemoteAt: number | null
+}
+
+export interface VolumeRuntime {
+  cfg: ControllerVolumeConfig
+  nodes: Map<string, NodeRuntime>
+  doc: Versioned<VolumeDoc> | null
+  /** a failover or switchover in progress: decisions wait for it */
+  busy: Promise<unknown> | null
+  blockedReason: string | null
+  /** after a failover, until the old primary is back as a standby */
+  recovering: { from: string; to: string; epoch: number } | null
+}
+
+/**
+ * The controller's loop, a thin shell around the pure decisions (health.ts,
+ * failover-choice.ts, fencing.ts, alarms.ts): heartbeats every agent, records
+ * positions, grants the primary its lease, fails over a failed primary,
+ * demotes stale primaries so they rejoin, publishes the volume documents and
+ * raises alarms. docs/controller.md.
+ */
+export class Controller {
+  readonly id: string
+  readonly volumes = new Map<string, VolumeRuntime>()
+  alarms: AlarmBook
+  readonly failovers: FailoverRecord[] = []
+  startedAt = 0
+  startedWall = 0
+  takeoverAt = 0
+  lead: Leadership | null = null
+  private timer: NodeJS.Timeout | null = null
+  private stopped = false
+  private readonly sink: AlarmSink
+  private readonly runner: FailoverRunner
+  private readonly published = new Set<(doc: VolumeDoc) => void>()
+
+  constructor(
+    readonly cfg: ControllerConfig,
+    readonly store: ControlStore,
+    readonly log: Logger,
+    readonly clock: Clock = systemClock,
+    fetchImpl?: Fetch,
+  ) {
+    this.id = `${cfg.name}/${randomBytes(4).toString('hex')}`
+    for (const v of cfg.volumes) {
+      const nodes = new Map<string, NodeRuntime>()
+      for (const n of v.nodes) {
+        nodes.set(n.node, {
+          volume: v.id, cfg: n, client: new AgentClient({ admin: n.admin, token: n.adminToken, fetch: fetchImpl }),
+          status: null, lastAnswerAt: null, lastSeenWall: null, lastError: null, inFlight: false,
+          leaseSupported: null, lastGrantSentAt: null, lastDemoteAt: null,
+        })
+      }
+      this.volumes.set(v.id, { cfg: v, nodes, doc: null, busy: null, blockedReason: null, recovering: null })
+    }
+    this.alarms = new AlarmBook()
+    this.sink = new AlarmSink(cfg.alarm, log)
+    this.runner = new FailoverRunner(this)
+  }
+
+  /** Takes the store's leadership, loads the published documents and starts the loop. */
+  async start(): Promise<void> {
+    this.lead = await this.store.campaign(this.id, this.cfg.leaseMs)
+    this.lead.onLost(reason => {
+      this.log.error({ reason }, 'leadership lost: the controller stops acting')
+      void this.stop()
+    })
+    this.startedAt = this.clock.mono()
+    this.startedWall = this.clock.wall()
+    // a new leader assumes its predecessor granted a lease just before it died
+    this.takeoverAt = this.startedAt
+    for (const [name, v] of this.volumes) v.doc = await this.store.getVolume(name)
+    const stored = await this.store.alarms()
+    this.alarms = new AlarmBook(stored)
+    this.log.info({ id: this.id, term: this.lead.term, volumes: [...this.volumes.keys()], heartbeatMs: this.cfg.heartbeatMs, timeoutMs: this.cfg.timeoutMs, leaseMs: this.cfg.leaseMs }, 'controller leading')
+    this.sendHeartbeats()
+    this.timer = setInterval(() => this.tick(), this.cfg.heartbeatMs)
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    if (this.timer !== null) clearInterval(this.timer)
+    await Promise.all([...this.volumes.values()].map(v => v.busy?.catch(() => {})))
+  }
+
+  get isStopped(): boolean {
+    return this.stopped
+  }
+
+  /** Called with every document this controller publishes. */
+  onPublish(cb: (doc: VolumeDoc) => void): () => void {
+    this.published.add(cb)
+    return () => this.published.delete(cb)
+  }
+
+  private tick(): void {
+    if (this.stopped) return
+    try {
+      this.evaluate()
+    } catch (err) {
+      this.log.error({ err }, 'controller evaluation failed')
+    }
+    this.sendHeartbeats()
+  }
+
+  private sendHeartbeats(): void {
+    for (const v of this.volumes.values()) {
+      for (const n of v.nodes.values()) {
+        if (n.inFlight) continue
+        n.inFlight = true
+        n.client.status(this.cfg.timeoutMs).then(
+          s => {
+            n.status = s
+            n.lastAnswerAt = this.clock.mono()
+            n.lastSeenWall = this.clock.wall()
+            n.lastError = null
+          },
+          (err: Error) => {
+            if (n.lastError !== err.message) this.log.debug({ volume: n.volume, node: n.cfg.node, err: err.message }, 'heartbeat failed')
+            n.lastError = err.message
+          },
+        ).finally(() => (n.inFlight = false))
+      }
+    }
+  }
+
+  available(n: NodeRuntime, now = this.clock.mono()): boolean {
+    return nodeAvailable(n.lastAnswerAt, this.startedAt, now, this.cfg.timeoutMs) && n.lastAnswerAt !== null
+  }
+
+  /** Site health over every node of every volume. */
+  sites(now = this.clock.mono()): Map<string, SiteHealth> {
+    const all: { site: string; available: boolean }[] = []
+    for (const v of this.volumes.values()) {
+      for (const n of v.nodes.values()) all.push({ site: n.cfg.site, available: nodeAvailable(n.lastAnswerAt, this.startedAt, now, this.cfg.timeoutMs) })
+    }
+    return siteHealth(all, this.cfg.siteThreshold)
+  }
+
+  /** One evaluation of everything (normally every heartbeatMs). */
+  evaluate(): void {
+    const now = this.clock.mono()
+    const sites = this.sites(now)
+    const conditions: AlarmCondition[] = []
+    for (const s of sites.values()) {
+      if (!s.available && now - this.startedAt > this.cfg.timeoutMs) {
+        conditions.push({ kind: 'site-down', volume: null, node: null, site: s.site, message: `site ${s.site} is unavailable: ${s.up}/${s.total} nodes answer (needs more than ${s.threshold * 100}%)` })
+      }
+    }
+    for (const v of this.volumes.values()) {
+      this.recordPositions(v, now)
+      this.evaluateVolume(v, sites, now)
+      conditions.push(...this.volumeConditions(v, now))
+    }
+    const events = this.alarms.update(conditions, this.clock.wall())
+    if (events.length > 0) void this.emitAlarms(events)
+  }
+
+  private evaluateVolume(v: VolumeRuntime, sites: Map<string, SiteHealth>, now: number): void {
+    if (v.busy !== null) return
+    const doc = v.doc?.value ?? null
+    const up = (n: NodeRuntime): boolean => this.available(n, now)
+    if (doc === null || doc.primary === null) {
+      const primaries = [...v.nodes.values()].filter(n => up(n) && n.status?.role === 'primary')
+      primaries.sort((a, b) => (b.status?.epoch ?? 0) - (a.status?.epoch ?? 0))
+      const p = primaries[0]
+      if (p !== undefined) {
+        this.log.info({ volume: v.cfg.id, primary: p.cfg.node, epoch: p.status?.epoch }, 'adopting the primary the nodes report')
+        this.track(v, this.publish(v, p.cfg.node, p.status?.epoch ?? 0))
+      }
+      return
+    }
+    for (const n of v.nodes.values()) {
+      if (n.cfg.node === doc.primary.node || !up(n) || n.status?.role !== 'primary') continue
+      if (n.status.epoch > doc.epoch) {
+        this.log.warn({ volume: v.cfg.id, node: n.cfg.node, epoch: n.status.epoch, published: doc.epoch }, 'a node is primary in a newer epoch than the published one (promoted by hand?): adopting it')
+        this.track(v, this.publish(v, n.cfg.node, n.status.epoch))
+        return
+      }
+      this.demoteStale(v, n, doc)
+    }
+    const pr = v.nodes.get(doc.primary.node)
+    if (pr === undefined) return
+    let verdict = primaryVerdict(pr.cfg.node, up(pr), sites.get(pr.cfg.site))
+    if (!verdict.failed && pr.status?.role === 'standby') {
+      verdict = { failed: true, reason: `published primary ${pr.cfg.node} reports role standby` }
+    }
+    if (verdict.failed) {
+      if (!this.runner.mayStart(v)) return
+      this.track(v, this.runner.failover(v, verdict.reason))
+      return
+    }
+    v.blockedReason = null
+    if (pr.status?.role === 'primary' && pr.status.epoch === doc.epoch) void this.grant(v, pr, doc.epoch)
+    if (v.recovering !== null) {
+      const old = v.nodes.get(v.recovering.from)
+      if (old !== undefined && up(old) && old.status?.role === 'standby') {
+        this.log.info({ volume: v.cfg.id, node: old.cfg.node }, 'the old primary is back as a standby')
+        v.recovering = null
+      }
+    }
+    const next = buildDoc(v.cfg.id, doc, doc.primary.node, doc.epoch, this.members(v, doc.primary.node, now), this.clock.wall())
+    if (!sameDoc(next, doc)) this.track(v, this.putDoc(v, next))
+  }
+
+  /** A node primary in an older epoch (or not the published one): demote it; it rejoins as a standby (rule 2). */
+  private demoteStale(v: VolumeRuntime, n: NodeRuntime, doc: VolumeDoc): void {
+    const now = this.clock.mono()
+    if (n.lastDemoteAt !== null && now - n.lastDemoteAt < this.cfg.timeoutMs) return
+    n.lastDemoteAt = now
+    this.log.warn({ volume: v.cfg.id, node: n.cfg.node, epoch: n.status?.epoch, published: doc.epoch, primary: doc.primary?.node }, 'a stale primary answers: demoting it so it rejoins as a standby')
+    n.client.demote(this.id, Math.max(this.cfg.timeoutMs, 10_000)).then(
+      () => this.log.info({ volume: v.cfg.id, node: n.cfg.node }, 'stale primary demoted'),
+      (err: Error) => this.log.warn({ volume: v.cfg.id, node: n.cfg.node, err: err.message }, 'demoting the stale primary failed; will retry'),
+    )
+  }
+
+  /** Sends a lease grant; a 404 marks the agent "lease unsupported" (logged once). */
+  async grant(v: VolumeRuntime, n: NodeRuntime, epoch: number): Promise<void> {
+    if (n.leaseSupported === false || this.stopped) return
+    const sentAtMs = this.clock.mono()
+    n.lastGrantSentAt = sentAtMs
+    try {
+      const r = await n.client.lease({ controller: this.id, term: this.lead?.term ?? 0, epoch, leaseMs: this.cfg.leaseMs, sentAtMs }, this.cfg.timeoutMs)
+      if (r === 'unsupported') {
+        n.leaseSupported = false
+        this.log.warn({ volume: v.cfg.id, node: n.cfg.node }, 'the agent has no lease endpoint (POST /v1/control/lease answered 404): lease unsupported, fencing relies on waiting out leaseMs only')
+        return
+      }
+      if (n.leaseSupported !== true) {
+        n.leaseSupported = true
+        const rec = { volume: v.cfg.id, node: n.cfg.node, epoch, leaseMs: this.cfg.leaseMs }
+        await this.store.putLease(this.requireLead(), rec).catch(err => this.storeFailed(err))
+      }
+    } catch (err) {
+      const e = err as BlockrepError
+      if (e.code === 'ERR_STALE_EPOCH' || e.code === 'ERR_FENCED') this.log.warn({ volume: v.cfg.id, node: n.cfg.node, epoch, err: e.message }, 'lease grant refused')
+      else this.log.debug({ volume: v.cfg.id, node: n.cfg.node, err: e.message }, 'lease grant not delivered')
+    }
+  }
+
+  /** What the document says about each member now. */
+  members(v: VolumeRuntime, primary: string | null, now = this.clock.mono()): MemberView[] {
+    const p = primary === null ? undefined : v.nodes.get(primary)
+    return [...v.nodes.values()].map(n => {
+      const fromPrimary = p?.status?.peers.find(x => x.node === n.cfg.node)?.ackedSeq
+      return { cfg: n.cfg, available: this.available(n, now), consistent: n.status?.consistent ?? false, ackedSeq: fromPrimary ?? n.status?.headSeq ?? 0 }
+    })
+  }
+
+  /** Publishes `primary` at `epoch` as the volume's document (compare-and-set on the stored version). */
+  async publish(v: VolumeRuntime, primary: string | null, epoch: number): Promise<VolumeDoc> {
+    const next = buildDoc(v.cfg.id, v.doc?.value ?? null, primary, epoch, this.members(v, primary), this.clock.wall())
+    return this.putDoc(v, next)
+  }
+
+  private async putDoc(v: VolumeRuntime, doc: VolumeDoc): Promise<VolumeDoc> {
+    const lead = this.requireLead()
+    let version: number
+    try {
+      version = await this.store.putVolume(lead, doc, v.doc?.version ?? null)
+    } catch (err) {
+      if (isCode(err, 'ERR_STORE_CONFLICT')) v.doc = await this.store.getVolume(v.cfg.id)
+      this.storeFailed(err)
+      throw err
+    }
+    v.doc = { value: doc, version }
+    this.log.info({ volume: doc.volume, epoch: doc.epoch, revision: doc.revision, primary: doc.primary?.node ?? null }, 'volume document published')
+    for (const cb of this.published) cb(doc)
+    return doc
+  }
+
+  private recordPositions(v: VolumeRuntime, now: number): void {
+    if (this.lead === null) return
+    for (const n of v.nodes.values()) {
+      const s = n.status
+      if (s === null) continue
+      const pos: NodePosition = {
+        volume: v.cfg.id, node: n.cfg.node, role: s.role, epoch: s.epoch, headSeq: s.headSeq, consistent: s.consistent,
+        ackedSeqs: s.role === 'primary' ? Object.fromEntries(s.peers.map(p => [p.node, p.ackedSeq])) : {},
+        available: this.available(n, now), lastSeenAt: n.lastSeenWall,
+      }
+      this.store.putPosition(this.lead, pos).catch(err => this.storeFailed(err))
+    }
+  }
+
+  private volumeConditions(v: VolumeRuntime, now: number): AlarmCondition[] {
+    const out: AlarmCondition[] = []
+    const doc = v.doc?.value ?? null
+    const vol = v.cfg.id
+    const grace = now - this.startedAt > this.cfg.timeoutMs
+    if (grace && (doc === null || doc.primary === null)) {
+      out.push({ kind: 'primary-down', volume: vol, node: null, site: null, message: `volume ${vol} has no primary: no node reports role primary` })
+    }
+    for (const n of v.nodes.values()) {
+      if (!grace || this.available(n, now)) continue
+      const isPrimary = doc?.primary?.node === n.cfg.node
+      out.push({
+        kind: isPrimary ? 'primary-down' : 'standby-down', volume: vol, node: n.cfg.node, site: n.cfg.site,
+        message: `${isPrimary ? 'primary' : 'standby'} ${n.cfg.node} of ${vol} (site ${n.cfg.site}) does not answer: ${n.lastError ?? 'no heartbeat yet'}`,
+      })
+    }
+    if (v.blockedReason !== null) out.push({ kind: 'failover-blocked', volume: vol, node: doc?.primary?.node ?? null, site: null, message: `failover of ${vol} blocked: ${v.blockedReason}` })
+    if (v.recovering !== null) {
+      const r = v.recovering
+      out.push({ kind: 'failover', volume: vol, node: r.from, site: null, message: `${vol} failed over from ${r.from} to ${r.to} (epoch ${r.epoch}); cleared when ${r.from} is back as a standby` })
+    }
+    return out
+  }
+
+  private async emitAlarms(events: AlarmEvent[]): Promise<void> {
+    const lead = this.lead
+    if (lead !== null) for (const ev of events) await this.store.putAlarm(lead, ev.alarm).catch(err => this.storeFailed(err))
+    await this.sink.deliver(events)
+  }
+
+  /** Runs `p` as the volume's busy operation. */
+  track(v: VolumeRuntime, p: Promise<unknown>): void {
+    const op = p.catch(err => this.log.error({ volume: v.cfg.id, err: (err as Error).message }, 'volume operation failed')).finally(() => {
+      if (v.busy === op) v.busy = null
+    })
+    v.busy = op
+  }
+
+  requireLead(): Leadership {
+    if (this.lead === null || !this.lead.isHeld()) throw new BlockrepError('ERR_NOT_LEADER', `controller ${this.id} does not lead`)
+    return this.lead
+  }
+
+  private storeFailed(err: unknown): void {
+    const e = err as BlockrepError
+    if (e.code === 'ERR_NOT_LEADER') {
+      this.log.error({ err: e.message }, 'the store says this controller no longer leads: stopping')
+      void this.stop()
+      return
+    }
+    this.log.warn({ err: e.message, code: e.code }, 'store write failed')
+  }
+
+  /** Planned switchover to `to` (POST /v1/volumes/NAME/switchover). */
+  switchover(volume: string, to: string): Promise<VolumeDoc> {
+    const v = this.volumes.get(volume)
+    if (v === undefined) throw new BlockrepError('ERR_USAGE', `no volume "${volume}"`)
+    if (v.busy !== null) throw new BlockrepError('ERR_STORE_CONFLICT', `volume ${volume} has a failover or switchover in progress`)
+    const p = this.runner.switchover(v, to)
+    this.track(v, p)
+    return p
+  }
+}
