@@ -145,7 +145,12 @@ function parseAlarm(c: Checker, v: unknown): AlarmTarget {
       c.add('alarm', 'expected a webhook URL or a command, got ""')
       return null
     }
-    return /^https?:\/\//i.test(v) ? { webhook: checkUrl(c, v) } : { command: v }
+    if (/^https?:\/\//i.test(v)) return { webhook: checkUrl(c, v) }
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(v)) {
+      c.add('alarm', `a webhook must be an http:// or https:// URL, got ${describe(v)}`)
+      return null
+    }
+    return { command: v }
   }
   const rec = c.object(v, 'alarm', ['webhook', 'command'])
   if (rec === undefined) return null
