@@ -163,8 +163,18 @@ export class Controller {
     }
   }
 
+  /**
+   * Answered within the timeout. A node not heard from since the start counts
+   * as available during the first timeoutMs (no failover on a slow first
+   * answer); callers that need its status check `status !== null`.
+   */
   available(n: NodeRuntime, now = this.clock.mono()): boolean {
-    return nodeAvailable(n.lastAnswerAt, this.startedAt, now, this.cfg.timeoutMs) && n.lastAnswerAt !== null
+    return nodeAvailable(n.lastAnswerAt, this.startedAt, now, this.cfg.timeoutMs)
+  }
+
+  /** Available and heard from: what the document and the failover choice count. */
+  seen(n: NodeRuntime, now = this.clock.mono()): boolean {
+    return n.status !== null && n.lastAnswerAt !== null && this.available(n, now)
   }
 
   /** Site health over every node of every volume. */
@@ -198,7 +208,7 @@ export class Controller {
   private evaluateVolume(v: VolumeRuntime, sites: Map<string, SiteHealth>, now: number): void {
     if (v.busy !== null) return
     const doc = v.doc?.value ?? null
-    const up = (n: NodeRuntime): boolean => this.available(n, now)
+    const up = (n: NodeRuntime): boolean => this.seen(n, now)
     if (doc === null || doc.primary === null) {
       const primaries = [...v.nodes.values()].filter(n => up(n) && n.status?.role === 'primary')
       primaries.sort((a, b) => (b.status?.epoch ?? 0) - (a.status?.epoch ?? 0))
@@ -220,7 +230,7 @@ export class Controller {
     }
     const pr = v.nodes.get(doc.primary.node)
     if (pr === undefined) return
-    let verdict = primaryVerdict(pr.cfg.node, up(pr), sites.get(pr.cfg.site))
+    let verdict = primaryVerdict(pr.cfg.node, this.available(pr, now), sites.get(pr.cfg.site))
     if (!verdict.failed && pr.status?.role === 'standby') {
       verdict = { failed: true, reason: `published primary ${pr.cfg.node} reports role standby` }
     }
@@ -230,6 +240,7 @@ export class Controller {
       return
     }
     v.blockedReason = null
+    if (pr.status === null) return
     if (pr.status?.role === 'primary' && pr.status.epoch === doc.epoch) void this.grant(v, pr, doc.epoch)
     if (v.recovering !== null) {
       const old = v.nodes.get(v.recovering.from)
@@ -283,7 +294,7 @@ export class Controller {
     const p = primary === null ? undefined : v.nodes.get(primary)
     return [...v.nodes.values()].map(n => {
       const fromPrimary = p?.status?.peers.find(x => x.node === n.cfg.node)?.ackedSeq
-      return { cfg: n.cfg, available: this.available(n, now), consistent: n.status?.consistent ?? false, ackedSeq: fromPrimary ?? n.status?.headSeq ?? 0 }
+      return { cfg: n.cfg, available: this.seen(n, now), consistent: n.status?.consistent ?? false, ackedSeq: fromPrimary ?? n.status?.headSeq ?? 0 }
     })
   }
 
@@ -317,7 +328,7 @@ export class Controller {
       const pos: NodePosition = {
         volume: v.cfg.id, node: n.cfg.node, role: s.role, epoch: s.epoch, headSeq: s.headSeq, consistent: s.consistent,
         ackedSeqs: s.role === 'primary' ? Object.fromEntries(s.peers.map(p => [p.node, p.ackedSeq])) : {},
-        available: this.available(n, now), lastSeenAt: n.lastSeenWall,
+        available: this.seen(n, now), lastSeenAt: n.lastSeenWall,
       }
       this.store.putPosition(this.lead, pos).catch(err => this.storeFailed(err))
     }

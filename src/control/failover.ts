@@ -114,7 +114,7 @@ export class FailoverRunner {
     if (target === undefined) throw new BlockrepError('ERR_USAGE', `volume ${v.cfg.id} has no node "${to}"`)
     if (to === from) throw new BlockrepError('ERR_USAGE', `${to} is already the primary of ${v.cfg.id}`)
     const old = v.nodes.get(from) as NodeRuntime
-    if (!ctl.available(target) || target.status?.role !== 'standby' || target.status.consistent !== true) {
+    if (!ctl.seen(target) || target.status?.role !== 'standby' || target.status.consistent !== true) {
       throw new BlockrepError('ERR_NOT_PRIMARY', `${to} cannot take over: it must answer and be a consistent standby (role ${target.status?.role ?? 'unknown'}, consistent ${target.status?.consistent ?? 'unknown'})`)
     }
     const t0 = ctl.clock.mono()
@@ -170,7 +170,7 @@ export class FailoverRunner {
     const old = v.nodes.get(from) as NodeRuntime
     const primarySite = sites.get(old.cfg.site)
     const candidates: Candidate[] = [...v.nodes.values()].map(n => ({
-      node: n.cfg.node, site: n.cfg.site, available: ctl.available(n), siteAvailable: sites.get(n.cfg.site)?.available ?? false,
+      node: n.cfg.node, site: n.cfg.site, available: ctl.seen(n), siteAvailable: sites.get(n.cfg.site)?.available ?? false,
       role: n.status?.role ?? null, epoch: n.status?.epoch ?? null, headSeq: n.status?.headSeq ?? null,
       consistent: n.status?.consistent ?? null, noFailover: n.cfg.noFailover,
     }))

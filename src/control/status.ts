@@ -45,7 +45,7 @@ export async function controllerStatus(ctl: Controller): Promise<ControllerStatu
       const s = n.status
       nodes.push({
         volume: v.cfg.id, node: n.cfg.node, site: n.cfg.site, admin: n.cfg.admin, nbd: n.cfg.nbd,
-        available: ctl.available(n, now), role: s?.role ?? null, epoch: s?.epoch ?? null, headSeq: s?.headSeq ?? null,
+        available: ctl.seen(n, now), role: s?.role ?? null, epoch: s?.epoch ?? null, headSeq: s?.headSeq ?? null,
         consistent: s?.consistent ?? null,
         ackedSeqs: s?.role === 'primary' ? Object.fromEntries(s.peers.map(p => [p.node, p.ackedSeq])) : {},
         lag: s && primaryHead !== null && s.role === 'standby' ? Math.max(0, primaryHead - s.headSeq) : null,
