@@ -95,3 +95,18 @@ t.test('controller shell - an agent without the lease endpoint is marked unsuppo
   a.down = true
   await waitFor(() => b.callsTo('/promote').length === 1, 10_000, 'b promoted')
 })
+
+t.test('controller shell - a heartbeat answer sent before the promotion does not make the new primary look like a standby (regression)', async (t) => {
+  const a = await FakeAgent.start(t, 'a', 'primary')
+  const b = await FakeAgent.start(t, 'b', 'standby')
+  b.statusDelayMs = 2.5 * HB // a heartbeat to b is nearly always in flight, carrying the role from before
+  const { ctl } = await setup(t, [a, b])
+  await waitFor(() => ctl.volumes.get('vol0')!.doc !== null && b.calls.length === 0, 5000, 'published')
+  a.down = true
+  await waitFor(() => b.callsTo('/promote').length === 1, 10_000, 'b promoted')
+  await new Promise(r => setTimeout(r, 3 * TIMEOUT))
+  t.equal(b.callsTo('/demote').length, 0, 'the new primary is not demoted by a stale answer')
+  t.equal(b.callsTo('/promote').length, 1, 'no second failover')
+  t.equal(ctl.failovers.length, 1, 'one failover in the timeline')
+  t.equal(ctl.volumes.get('vol0')!.doc!.value.primary?.node, 'b')
+})

@@ -37,6 +37,8 @@ export interface NodeRuntime {
   /** monotonic time the last lease grant to this node was sent (answered or not) */
   lastGrantSentAt: number | null
   lastDemoteAt: number | null
+  /** monotonic time of the last role change the controller made; older heartbeat answers are stale */
+  changedAt: number | null
 }
 
 export interface VolumeRuntime {
@@ -86,7 +88,7 @@ export class Controller {
         nodes.set(n.node, {
           volume: v.id, cfg: n, client: new AgentClient({ admin: n.admin, token: n.adminToken, fetch: fetchImpl }),
           status: null, lastAnswerAt: null, lastSeenWall: null, lastError: null, inFlight: false,
-          leaseSupported: null, lastGrantSentAt: null, lastDemoteAt: null,
+          leaseSupported: null, lastGrantSentAt: null, lastDemoteAt: null, changedAt: null,
         })
       }
       this.volumes.set(v.id, { cfg: v, nodes, doc: null, busy: null, blockedReason: null, recovering: null })
@@ -147,9 +149,11 @@ export class Controller {
       for (const n of v.nodes.values()) {
         if (n.inFlight) continue
         n.inFlight = true
+        const sentAt = this.clock.mono()
         n.client.status(this.cfg.timeoutMs).then(
           s => {
-            n.status = s
+            // an answer to a request sent before a promote/demote we made describes the old role
+            if (n.changedAt === null || sentAt > n.changedAt) n.status = s
             n.lastAnswerAt = this.clock.mono()
             n.lastSeenWall = this.clock.wall()
             n.lastError = null
@@ -260,7 +264,10 @@ export class Controller {
     n.lastDemoteAt = now
     this.log.warn({ volume: v.cfg.id, node: n.cfg.node, epoch: n.status?.epoch, published: doc.epoch, primary: doc.primary?.node }, 'a stale primary answers: demoting it so it rejoins as a standby')
     n.client.demote(this.id, Math.max(this.cfg.timeoutMs, 10_000)).then(
-      () => this.log.info({ volume: v.cfg.id, node: n.cfg.node }, 'stale primary demoted'),
+      () => {
+        this.roleChanged(n, 'standby', null)
+        this.log.info({ volume: v.cfg.id, node: n.cfg.node }, 'stale primary demoted')
+      },
       (err: Error) => this.log.warn({ volume: v.cfg.id, node: n.cfg.node, err: err.message }, 'demoting the stale primary failed; will retry'),
     )
   }
@@ -287,6 +294,12 @@ export class Controller {
       if (e.code === 'ERR_STALE_EPOCH' || e.code === 'ERR_FENCED') this.log.warn({ volume: v.cfg.id, node: n.cfg.node, epoch, err: e.message }, 'lease grant refused')
       else this.log.debug({ volume: v.cfg.id, node: n.cfg.node, err: e.message }, 'lease grant not delivered')
     }
+  }
+
+  /** Records a role change this controller made, so that stale heartbeat answers do not undo it. */
+  roleChanged(n: NodeRuntime, role: 'primary' | 'standby', epoch: number | null): void {
+    n.changedAt = this.clock.mono()
+    if (n.status !== null) n.status = { ...n.status, role, epoch: epoch ?? n.status.epoch }
   }
 
   /** What the document says about each member now. */

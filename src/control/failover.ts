@@ -72,7 +72,10 @@ export class FailoverRunner {
 
     // stop replication from the failed primary: if it still answers, it must stop accepting and shipping writes
     const demoteTimeout = ctl.available(old) ? Math.max(ctl.cfg.timeoutMs, 5000) : Math.min(ctl.cfg.timeoutMs, 1000)
-    const stopped = await old.client.demote(ctl.id, demoteTimeout).then(() => 'demoted', (err: Error) => `not reachable (${err.message})`)
+    const stopped = await old.client.demote(ctl.id, demoteTimeout).then(() => {
+      ctl.roleChanged(old, 'standby', null)
+      return 'demoted'
+    }, (err: Error) => `not reachable (${err.message})`)
     this.step(rec, t0, 'replication-stopped', `old primary ${from}: ${stopped}`)
 
     // fence: the old primary's lease must have run out on its own clock
@@ -122,6 +125,7 @@ export class FailoverRunner {
     this.step(rec, t0, 'requested', `to ${to}`)
     try {
       await old.client.demote(ctl.id, Math.max(ctl.cfg.timeoutMs, 10_000))
+      ctl.roleChanged(old, 'standby', null)
     } catch (err) {
       this.fail(rec, `the primary ${from} could not be demoted: ${(err as Error).message}`)
       throw new BlockrepError('ERR_NOT_PRIMARY', `switchover refused: the primary ${from} could not be demoted (${(err as Error).message})`)
@@ -154,6 +158,7 @@ export class FailoverRunner {
     try {
       const r = await target.client.promote({ controller: ctl.id, expectEpoch, lease: { controller: ctl.id, term: ctl.lead?.term ?? 0, leaseMs: ctl.cfg.leaseMs, sentAtMs } }, Math.max(ctl.cfg.timeoutMs, 10_000))
       target.lastGrantSentAt = sentAtMs
+      ctl.roleChanged(target, 'primary', r.epoch)
       rec.to = target.cfg.node
       this.step(rec, t0, 'promoted', `${target.cfg.node} primary in epoch ${r.epoch} (expected epoch ${expectEpoch} before)`)
       return r.epoch

@@ -43,7 +43,9 @@ export class FakeAgent {
         }
         const path = req.url ?? '/'
         if (req.method === 'GET' && path === '/status') {
-          setTimeout(() => send(200, { node: a.node, volumeId: 'v', role: a.role, epoch: a.epoch, headSeq: a.headSeq, consistent: a.consistent, peers: [] }), a.statusDelayMs)
+          // the status as of the request's arrival, answered after the delay (a slow network or agent)
+          const snapshot = { node: a.node, volumeId: 'v', role: a.role, epoch: a.epoch, headSeq: a.headSeq, consistent: a.consistent, peers: [] }
+          setTimeout(() => send(200, snapshot), a.statusDelayMs)
           return
         }
         a.calls.push({ path, body, at: performance.now() })
