@@ -131,3 +131,20 @@ t.test('volume doc - built from members; a new revision only when something a cl
   t.notOk(sameDoc(d1, buildDoc('vol0', d1, 'a', 1, [m('a'), m('b', { available: false })], 2000)), 'a standby going down is a change')
   t.notOk(sameDoc(d1, buildDoc('vol0', d1, 'b', 2, [m('a'), m('b')], 2000)), 'a new primary is a change')
 })
+
+t.test('alarm conditions - what holds for a snapshot', async (t) => {
+  const { alarmConditions } = await import('../src/control/conditions.js')
+  const site = (s: string, available: boolean) => ({ site: s, total: 2, up: available ? 2 : 0, ratio: available ? 1 : 0, threshold: 0.5, available })
+  const vol = (over: object = {}) => ({
+    id: 'vol0', primary: 'a', blockedReason: null, recovering: null,
+    nodes: [{ node: 'a', site: 'east', available: true, lastError: null }, { node: 'b', site: 'west', available: true, lastError: null }], ...over,
+  })
+  const kinds = (c: { kind: string; node: string | null; site: string | null }[]) => c.map(x => `${x.kind}:${x.node ?? x.site ?? '-'}`)
+  t.same(alarmConditions({ grace: false, sites: [site('east', true)], volumes: [vol()] }), [], 'all well: nothing')
+  const down = vol({ nodes: [{ node: 'a', site: 'east', available: false, lastError: 'ECONNREFUSED' }, { node: 'b', site: 'west', available: false, lastError: null }] })
+  t.same(kinds(alarmConditions({ grace: false, sites: [site('east', false)], volumes: [down] })), ['site-down:east', 'primary-down:a', 'standby-down:b'])
+  t.match(alarmConditions({ grace: false, sites: [], volumes: [down] })[0]!.message, /primary a of vol0 \(site east\) does not answer: ECONNREFUSED/)
+  t.same(alarmConditions({ grace: true, sites: [site('east', false)], volumes: [down] }), [], 'nothing is down during the grace after a start')
+  t.same(kinds(alarmConditions({ grace: false, sites: [], volumes: [vol({ primary: null })] })), ['primary-down:-'], 'no primary published')
+  t.same(kinds(alarmConditions({ grace: false, sites: [], volumes: [vol({ blockedReason: 'x', recovering: { from: 'a', to: 'b', epoch: 2 } })] })), ['failover-blocked:a', 'failover:a'])
+})

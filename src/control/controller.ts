@@ -2,55 +2,21 @@ import { randomBytes } from 'node:crypto'
 import { BlockrepError, isCode } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
 import { AgentClient } from './agent-client.js'
-import type { AgentStatusView, Fetch } from './agent-client.js'
+import type { Fetch } from './agent-client.js'
 import { AlarmBook } from './alarms.js'
-import type { AlarmCondition, AlarmEvent } from './alarms.js'
+import type { AlarmEvent } from './alarms.js'
 import { AlarmSink } from './alarm-sink.js'
-import type { ControllerConfig, ControllerNodeConfig, ControllerVolumeConfig } from './config.js'
+import type { ControllerConfig } from './config.js'
 import { FailoverRunner } from './failover.js'
 import type { FailoverRecord } from './failover.js'
 import { nodeAvailable, primaryVerdict, siteHealth } from './health.js'
 import type { SiteHealth } from './health.js'
-import type { ControlStore, Leadership, NodePosition, Versioned, VolumeDoc } from './store.js'
+import type { ControlStore, Leadership, NodePosition, VolumeDoc } from './store.js'
+import { heartbeat, systemClock } from './runtime.js'
+import type { Clock, NodeRuntime, VolumeRuntime } from './runtime.js'
+import { alarmConditions } from './conditions.js'
 import { buildDoc, sameDoc } from './volume-doc.js'
 import type { MemberView } from './volume-doc.js'
-
-/** Monotonic time for timing decisions, wall time for records. */
-export interface Clock {
-  mono(): number
-  wall(): number
-}
-export const systemClock: Clock = { mono: () => performance.now(), wall: () => Date.now() }
-
-export interface NodeRuntime {
-  volume: string
-  cfg: ControllerNodeConfig
-  client: AgentClient
-  status: AgentStatusView | null
-  /** monotonic time of the last answered heartbeat */
-  lastAnswerAt: number | null
-  lastSeenWall: number | null
-  lastError: string | null
-  inFlight: boolean
-  /** false once the agent answered 404 on the lease endpoint */
-  leaseSupported: boolean | null
-  /** monotonic time the last lease grant to this node was sent (answered or not) */
-  lastGrantSentAt: number | null
-  lastDemoteAt: number | null
-  /** monotonic time of the last role change the controller made; older heartbeat answers are stale */
-  changedAt: number | null
-}
-
-export interface VolumeRuntime {
-  cfg: ControllerVolumeConfig
-  nodes: Map<string, NodeRuntime>
-  doc: Versioned<VolumeDoc> | null
-  /** a failover or switchover in progress: decisions wait for it */
-  busy: Promise<unknown> | null
-  blockedReason: string | null
-  /** after a failover, until the old primary is back as a standby */
-  recovering: { from: string; to: string; epoch: number } | null
-}
 
 /**
  * The controller's loop, a thin shell around the pure decisions (health.ts,
@@ -145,27 +111,9 @@ export class Controller {
   }
 
   private sendHeartbeats(): void {
-    for (const v of this.volumes.values()) {
-      for (const n of v.nodes.values()) {
-        if (n.inFlight) continue
-        n.inFlight = true
-        const sentAt = this.clock.mono()
-        n.client.status(this.cfg.timeoutMs).then(
-          s => {
-            // an answer to a request sent before a promote/demote we made describes the old role
-            if (n.changedAt === null || sentAt > n.changedAt) n.status = s
-            n.lastAnswerAt = this.clock.mono()
-            n.lastSeenWall = this.clock.wall()
-            n.lastError = null
-          },
-          (err: Error) => {
-            if (n.lastError !== err.message) this.log.debug({ volume: n.volume, node: n.cfg.node, err: err.message }, 'heartbeat failed')
-            n.lastError = err.message
-          },
-        ).finally(() => (n.inFlight = false))
-      }
-    }
+    for (const v of this.volumes.values()) for (const n of v.nodes.values()) heartbeat(n, this.clock, this.cfg.timeoutMs, this.log)
   }
+
 
   /**
    * Answered within the timeout. A node not heard from since the start counts
@@ -194,17 +142,18 @@ export class Controller {
   evaluate(): void {
     const now = this.clock.mono()
     const sites = this.sites(now)
-    const conditions: AlarmCondition[] = []
-    for (const s of sites.values()) {
-      if (!s.available && now - this.startedAt > this.cfg.timeoutMs) {
-        conditions.push({ kind: 'site-down', volume: null, node: null, site: s.site, message: `site ${s.site} is unavailable: ${s.up}/${s.total} nodes answer (needs more than ${s.threshold * 100}%)` })
-      }
-    }
     for (const v of this.volumes.values()) {
       this.recordPositions(v, now)
       this.evaluateVolume(v, sites, now)
-      conditions.push(...this.volumeConditions(v, now))
     }
+    const conditions = alarmConditions({
+      grace: now - this.startedAt <= this.cfg.timeoutMs,
+      sites: [...sites.values()],
+      volumes: [...this.volumes.values()].map(v => ({
+        id: v.cfg.id, primary: v.doc?.value.primary?.node ?? null, blockedReason: v.blockedReason, recovering: v.recovering,
+        nodes: [...v.nodes.values()].map(n => ({ node: n.cfg.node, site: n.cfg.site, available: this.available(n, now), lastError: n.lastError })),
+      })),
+    })
     const events = this.alarms.update(conditions, this.clock.wall())
     if (events.length > 0) void this.emitAlarms(events)
   }
@@ -345,30 +294,6 @@ export class Controller {
       }
       this.store.putPosition(this.lead, pos).catch(err => this.storeFailed(err))
     }
-  }
-
-  private volumeConditions(v: VolumeRuntime, now: number): AlarmCondition[] {
-    const out: AlarmCondition[] = []
-    const doc = v.doc?.value ?? null
-    const vol = v.cfg.id
-    const grace = now - this.startedAt > this.cfg.timeoutMs
-    if (grace && (doc === null || doc.primary === null)) {
-      out.push({ kind: 'primary-down', volume: vol, node: null, site: null, message: `volume ${vol} has no primary: no node reports role primary` })
-    }
-    for (const n of v.nodes.values()) {
-      if (!grace || this.available(n, now)) continue
-      const isPrimary = doc?.primary?.node === n.cfg.node
-      out.push({
-        kind: isPrimary ? 'primary-down' : 'standby-down', volume: vol, node: n.cfg.node, site: n.cfg.site,
-        message: `${isPrimary ? 'primary' : 'standby'} ${n.cfg.node} of ${vol} (site ${n.cfg.site}) does not answer: ${n.lastError ?? 'no heartbeat yet'}`,
-      })
-    }
-    if (v.blockedReason !== null) out.push({ kind: 'failover-blocked', volume: vol, node: doc?.primary?.node ?? null, site: null, message: `failover of ${vol} blocked: ${v.blockedReason}` })
-    if (v.recovering !== null) {
-      const r = v.recovering
-      out.push({ kind: 'failover', volume: vol, node: r.from, site: null, message: `${vol} failed over from ${r.from} to ${r.to} (epoch ${r.epoch}); cleared when ${r.from} is back as a standby` })
-    }
-    return out
   }
 
   private async emitAlarms(events: AlarmEvent[]): Promise<void> {

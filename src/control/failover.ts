@@ -1,5 +1,6 @@
 import { BlockrepError } from '../util/errors.js'
-import type { Controller, NodeRuntime, VolumeRuntime } from './controller.js'
+import type { Controller } from './controller.js'
+import type { NodeRuntime, VolumeRuntime } from './runtime.js'
 import { chooseStandby } from './failover-choice.js'
 import type { Candidate, Choice } from './failover-choice.js'
 import { fenceVerdict } from './fencing.js'
