@@ -6,10 +6,8 @@
  * accepted on the new primary (an NBD write to the address the document
  * names). Reported as ms and as multiples of heartbeatMs and timeoutMs.
  */
-import { spawn } from 'node:child_process'
-import { appendFileSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
-import { CLI, Cluster, TOKEN, freePorts, waitFor } from '../src/demo/local-cluster.js'
+import { Cluster, waitFor } from '../src/demo/local-cluster.js'
+import { ControllerProcess } from '../src/demo/controller-proc.js'
 import { NbdClient } from '../src/client/nbd-client.js'
 import { log, MiB, withCleanup } from './bench-lib.js'
 
@@ -31,24 +29,9 @@ export async function benchFailover(opts: { heartbeatMs?: number; timeoutMs?: nu
     await c.initAll()
     await c.startAll()
     await c.waitInSync('b')
-    const [port] = await freePorts(1)
-    const url = `http://127.0.0.1:${port}`
-    const cfgPath = join(c.dir, 'controller.json')
-    const logPath = join(c.dir, 'controller.log')
-    const sites: Record<string, string> = { a: 'east', b: 'west' }
-    writeFileSync(cfgPath, JSON.stringify({
-      listen: `127.0.0.1:${port}`, heartbeatMs, timeoutMs, leaseMs, adminToken: TOKEN, log: { level: 'info' },
-      volumes: [{ id: 'vol0', nodes: [...c.nodes.values()].map(n => ({ node: n.id, site: sites[n.id], admin: `127.0.0.1:${n.adminPort}`, nbd: `127.0.0.1:${n.nbdPort}`, adminToken: TOKEN })) }],
-    }))
-    const proc = spawn(process.execPath, [CLI, 'controller', '--config', cfgPath], { stdio: ['ignore', 'pipe', 'pipe'] })
-    proc.stdout.on('data', d => appendFileSync(logPath, d))
-    proc.stderr.on('data', d => appendFileSync(logPath, d))
-    cleanup.teardown(() => { if (proc.exitCode === null) proc.kill('SIGKILL') })
-    const get = async (path: string): Promise<any> => {
-      const res = await fetch(`${url}${path}`)
-      if (!res.ok) throw new Error(`GET ${path}: ${res.status}`)
-      return res.json()
-    }
+    const ctl = await ControllerProcess.create(cleanup, c, { a: 'east', b: 'west' }, { heartbeatMs, timeoutMs, leaseMs })
+    await ctl.start()
+    const get = (path: string): Promise<any> => ctl.get(path)
     let doc: any = null
     await waitFor(async () => (doc = await get('/v1/volumes/vol0').catch(() => null)) !== null, 20_000, 'the controller publishing vol0')
 

@@ -88,3 +88,17 @@ t.test('store factory - a path opens a file store; an unknown scheme is a config
   t.equal(asked, 'mem://x')
   await m.close()
 })
+
+t.test('controller config - blockrep controller with a bad config exits 1 naming the field', async (t) => {
+  const { run } = await import('./helpers/cluster.js')
+  const f = join(t.testdir(), 'ctl.json')
+  writeFileSync(f, JSON.stringify({ ...valid(), timeoutMs: 100, heartbeatMs: 500 }))
+  try {
+    await run(['controller', '--config', f])
+    t.fail('it started')
+  } catch (err) {
+    const e = err as { code: number; stderr: string }
+    t.equal(e.code, 1, 'exit 1')
+    t.match(e.stderr, /ERR_CONFIG: invalid controller config .*ctl.json:\n {2}- timeoutMs: must be greater than heartbeatMs/)
+  }
+})

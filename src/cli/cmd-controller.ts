@@ -41,6 +41,9 @@ export function register(program: Command): void {
         process.on('SIGINT', onInt)
         const poll = setInterval(() => {
           if (ctl.isStopped) {
+            // the controller stopped on its own: it lost its leadership of the store
+            log.error({}, 'the controller stopped acting (leadership lost); exiting')
+            process.exitCode = 1
             clearInterval(poll)
             resolve()
           }

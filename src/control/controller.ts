@@ -18,6 +18,8 @@ import { alarmConditions } from './conditions.js'
 import { buildDoc, sameDoc } from './volume-doc.js'
 import type { MemberView } from './volume-doc.js'
 
+const POSITION_REFRESH_MS = 10_000
+
 /**
  * The controller's loop, a thin shell around the pure decisions (health.ts,
  * failover-choice.ts, fencing.ts, alarms.ts): heartbeats every agent, records
@@ -54,7 +56,7 @@ export class Controller {
         nodes.set(n.node, {
           volume: v.id, cfg: n, client: new AgentClient({ admin: n.admin, token: n.adminToken, fetch: fetchImpl }),
           status: null, lastAnswerAt: null, lastSeenWall: null, lastError: null, inFlight: false,
-          leaseSupported: null, lastGrantSentAt: null, lastDemoteAt: null, changedAt: null,
+          leaseSupported: null, lastGrantSentAt: null, lastDemoteAt: null, changedAt: null, lastPosition: null,
         })
       }
       this.volumes.set(v.id, { cfg: v, nodes, doc: null, busy: null, blockedReason: null, recovering: null })
@@ -292,6 +294,10 @@ export class Controller {
         ackedSeqs: s.role === 'primary' ? Object.fromEntries(s.peers.map(p => [p.node, p.ackedSeq])) : {},
         available: this.seen(n, now), lastSeenAt: n.lastSeenWall,
       }
+      // an idle node's position is rewritten only every POSITION_REFRESH_MS (lastSeenAt alone moves)
+      const key = JSON.stringify({ ...pos, lastSeenAt: null })
+      if (key === n.lastPosition?.key && now - n.lastPosition.at < POSITION_REFRESH_MS) continue
+      n.lastPosition = { key, at: now }
       this.store.putPosition(this.lead, pos).catch(err => this.storeFailed(err))
     }
   }

@@ -29,6 +29,8 @@ export interface NodeRuntime {
   lastDemoteAt: number | null
   /** monotonic time of the last role change the controller made; older heartbeat answers are stale */
   changedAt: number | null
+  /** the last position written to the store (without lastSeenAt) and when */
+  lastPosition: { key: string; at: number } | null
 }
 
 export interface VolumeRuntime {
