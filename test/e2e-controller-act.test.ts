@@ -8,7 +8,7 @@ t.test('demo failover act - kill the primary room: the other room takes over, ev
   await c.startAll()
   await c.waitInSync('b')
   await c.waitInSync('c')
-  const r = await runFailoverAct(c, t, { sites: { a: 'east', b: 'east', c: 'west' }, heartbeatMs: 200, timeoutMs: 1000, writes: 300, note: s => t.comment(s) })
+  const r = await runFailoverAct(c, t, { sites: { a: 'east', b: 'east', c: 'west' }, heartbeatMs: 200, timeoutMs: 1000, leaseMs: 1600, writes: 300, note: s => t.comment(s) })
   t.equal(r.error, null, `no error (${r.error})`)
   t.same(r.killed, ['a', 'b'], 'the whole east room was killed')
   t.equal(r.newPrimary, 'c', 'c in the other room took over')

@@ -41,6 +41,8 @@ export class Controller {
   private readonly sink: AlarmSink
   private readonly runner: FailoverRunner
   private readonly published = new Set<(doc: VolumeDoc) => void>()
+  private readonly leaseWarned = new WeakSet<NodeRuntime>()
+  private readonly leaseRecorded = new WeakMap<VolumeRuntime, string>()
 
   constructor(
     readonly cfg: ControllerConfig,
@@ -235,9 +237,15 @@ export class Controller {
         this.log.warn({ volume: v.cfg.id, node: n.cfg.node }, 'the agent has no lease endpoint (POST /v1/control/lease answered 404): lease unsupported, fencing relies on waiting out leaseMs only')
         return
       }
-      if (n.leaseSupported !== true) {
-        n.leaseSupported = true
-        const rec = { volume: v.cfg.id, node: n.cfg.node, epoch, leaseMs: this.cfg.leaseMs }
+      n.leaseSupported = true
+      const valid = r.lease?.validForMs ?? 0
+      if (valid <= 0 && !this.leaseWarned.has(n)) {
+        this.leaseWarned.add(n)
+        this.log.error({ volume: v.cfg.id, node: n.cfg.node, leaseMs: this.cfg.leaseMs, validForMs: valid }, 'the lease grant gives the primary no time to write: leaseMs must exceed the agent\'s leaseMarginMs plus the grant\'s delay')
+      }
+      const rec = { volume: v.cfg.id, node: n.cfg.node, epoch, leaseMs: this.cfg.leaseMs }
+      if (this.leaseRecorded.get(v) !== `${rec.node}/${epoch}`) {
+        this.leaseRecorded.set(v, `${rec.node}/${epoch}`)
         await this.store.putLease(this.requireLead(), rec).catch(err => this.storeFailed(err))
       }
     } catch (err) {

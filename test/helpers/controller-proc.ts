@@ -22,7 +22,7 @@ export class ControllerProc {
   static async create(t: Teardown, c: Cluster, sites: Record<string, string>, over: Record<string, unknown> = {}, volume = 'vol0'): Promise<ControllerProc> {
     const [port] = await freePorts(1)
     const nodes = [...c.nodes.values()].map(n => ({ node: n.id, site: sites[n.id] ?? 'main', admin: `127.0.0.1:${n.adminPort}`, nbd: `127.0.0.1:${n.nbdPort}`, adminToken: TOKEN }))
-    const cfg = { listen: `127.0.0.1:${port}`, heartbeatMs: 200, timeoutMs: 1000, leaseMs: 800, adminToken: TOKEN, log: { level: 'debug' }, volumes: [{ id: volume, nodes }], ...over }
+    const cfg = { listen: `127.0.0.1:${port}`, heartbeatMs: 200, timeoutMs: 1000, leaseMs: 1600, adminToken: TOKEN, log: { level: 'debug' }, volumes: [{ id: volume, nodes }], ...over }
     const p = new ControllerProc(c.dir, port as number, cfg)
     t.teardown(() => p.kill())
     return p
