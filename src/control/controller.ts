@@ -198,7 +198,10 @@ export class Controller {
     }
     v.blockedReason = null
     if (pr.status === null) return
-    if (pr.status?.role === 'primary' && pr.status.epoch === doc.epoch) void this.grant(v, pr, doc.epoch)
+    // grants only to a primary that answers: every grant sent, answered or not, pushes back the earliest
+    // promotion (lastGrantSentAt + leaseMs), so a primary that stopped answering stops being granted
+    const fresh = pr.lastAnswerAt !== null && now - pr.lastAnswerAt <= 2 * this.cfg.heartbeatMs
+    if (fresh && pr.status?.role === 'primary' && pr.status.epoch === doc.epoch) void this.grant(v, pr, doc.epoch)
     if (v.recovering !== null) {
       const old = v.nodes.get(v.recovering.from)
       if (old !== undefined && up(old) && old.status?.role === 'standby') {
