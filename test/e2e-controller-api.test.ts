@@ -37,7 +37,8 @@ t.test('controller - configuration center API: long-poll, SSE in order, switchov
   const ctl = await ControllerProc.create(t, c, { a: 'east', b: 'west' })
   await ctl.start()
   let doc: any = null
-  await waitFor(async () => (doc = await ctl.get('/v1/volumes/vol0').catch(() => null)) !== null, 10_000, 'the first document')
+  // the first document may be published before b answered; wait until it shows b available and consistent
+  await waitFor(async () => (doc = await ctl.get('/v1/volumes/vol0').catch(() => null)) !== null && doc.standbys[0]?.available === true && doc.standbys[0]?.consistent === true, 10_000, 'a settled document')
   t.match(doc, { volume: 'vol0', primary: { node: 'a', site: 'east', nbd: `127.0.0.1:${c.node('a').nbdPort}`, admin: `127.0.0.1:${c.node('a').adminPort}` } })
   t.same((await ctl.get('/v1/volumes')).volumes.map((d: any) => d.volume), ['vol0'])
   const unknown = await fetch(`${ctl.url}/v1/volumes/nope`)
