@@ -3,17 +3,18 @@
  * table — name, figure, baseline (measured in the same run), ratio, target,
  * PASS/FAIL. Exit code 1 when a target is missed or a bench fails.
  *
- *   node dist/scripts/bench.js [storage] [bitmap] [streaming] [head-delta] [catch-up] [--rounds N]
+ *   node dist/scripts/bench.js [storage] [bitmap] [streaming] [head-delta] [catch-up] [failover] [--rounds N]
  *
  * With no names, all run. See docs/benchmarks.md for what each figure means.
  */
 import { benchStorage } from './bench-storage.js'
 import { benchBitmap } from './bench-bitmap.js'
 import { benchCatchUp, benchHeadDelta, benchStreaming } from './bench-replication.js'
+import { benchFailover } from './bench-failover.js'
 import { fmtBytes, fmtMiBps, fmtMs, msSince, passed, summaryTable } from './bench-lib.js'
 import type { Row } from './bench-lib.js'
 
-const NAMES = ['storage', 'bitmap', 'streaming', 'head-delta', 'catch-up'] as const
+const NAMES = ['storage', 'bitmap', 'streaming', 'head-delta', 'catch-up', 'failover'] as const
 type Name = (typeof NAMES)[number]
 
 const args = process.argv.slice(2)
@@ -121,6 +122,15 @@ await stage('catch-up', async () => {
     higherIsBetter: true,
     info: true,
   })
+})
+
+await stage('failover', async () => {
+  const r = await benchFailover()
+  process.stderr.write(`${JSON.stringify(r)}\n`)
+  const x = (ms: number): string => `${(ms / r.heartbeatMs).toFixed(1)} × heartbeatMs, ${(ms / r.timeoutMs).toFixed(2)} × timeoutMs`
+  rows.push({ name: `failover: kill -9 → detected (${x(r.detectedMs)})`, figure: fmtMs(r.detectedMs), baseline: `timeoutMs ${r.timeoutMs} ms`, ratio: r.detectedMs / r.timeoutMs, target: 0, higherIsBetter: true, info: true })
+  rows.push({ name: `failover: kill -9 → published (${x(r.publishedMs)})`, figure: fmtMs(r.publishedMs), baseline: `timeoutMs ${r.timeoutMs} ms`, ratio: r.publishedMs / r.timeoutMs, target: 3, higherIsBetter: false })
+  rows.push({ name: `failover: kill -9 → first write on the new primary (${x(r.firstWriteMs)}; lease ${r.leaseMs} ms)`, figure: fmtMs(r.firstWriteMs), baseline: `timeoutMs ${r.timeoutMs} ms`, ratio: r.firstWriteMs / r.timeoutMs, target: 3, higherIsBetter: false })
 })
 
 console.log()

@@ -60,6 +60,7 @@ function fakeTarget(): FakeTarget {
     },
     demote: async () => {
       target.calls.push('demote')
+      return { alreadyStandby: false }
     },
     verify: peer => {
       target.calls.push(`verify ${peer}`)
@@ -175,7 +176,7 @@ t.test('admin-server - POSTs need the bearer token', async t => {
   t.same(target.calls, [], 'nothing reached the target')
   const ok = await http('POST', `${base}/demote`, '', auth)
   t.equal(ok.status, 200)
-  t.same(ok.json(), { ok: true, changed: true })
+  t.same(ok.json(), { ok: true, alreadyStandby: false })
   t.same(target.calls, ['demote'])
 })
 

@@ -151,9 +151,7 @@ export function adminTarget(agent: Agent): AdminTarget {
     status: () => agent.status(),
     plan: async () => node.plan(),
     promote: (force) => node.promote(force),
-    demote: async () => {
-      await node.demote()
-    },
+    demote: () => node.demote(),
     control: agent.control ?? undefined,
     verify: (peer) => node.verify(peer),
     verifyProgress: (peer) => node.verifyProgress(peer),

@@ -185,10 +185,10 @@ export interface VerifyJob {
 export interface AdminTarget {
   status(): NodeStatus
   plan(): Promise<PlanEntry[]>
-  /** Become primary in a new epoch; `force` allows it while inconsistent or with a primary peer reachable. `changed: false`: it already was primary. */
-  promote(force: boolean): Promise<{ epoch: number; changed?: boolean }>
-  /** `changed: false` (or nothing returned by an older target): see `changed` in the answer. */
-  demote(): Promise<{ changed: boolean } | void>
+  /** Become primary in a new epoch; `force` allows it while inconsistent or with a primary peer reachable. `alreadyPrimary`: it already was primary, nothing changed. */
+  promote(force: boolean): Promise<{ epoch: number; alreadyPrimary?: boolean }>
+  /** `alreadyStandby`: it already was a standby, nothing changed. */
+  demote(): Promise<{ alreadyStandby: boolean }>
   /** Compares the whole volume with the peer; resolves when done (may take long). */
   verify(peer: string): Promise<VerifyResult>
   /** Progress of a running verify, or null when none runs / unknown. */
