@@ -61,7 +61,7 @@ t.test('resync - BITMAP rounds converge under a continuous write load: the throt
   lap('in sync')
   await c.kill('b')
   // restart the primary with a resync slower than the writer, so rounds cannot shrink on their own
-  c.opts.tunables = { headDeltaMaxBytes: 64 * 1024, throttleWritesMiBps: 0.25, resyncMaxMiBps: 1 }
+  c.opts.tunables = { headDeltaMaxBytes: 64 * 1024, throttleWritesMiBps: 0.125, resyncMaxMiBps: 0.5 }
   c.writeConfig('a')
   await c.kill('a', 'SIGTERM')
   await c.start('a')
@@ -69,12 +69,13 @@ t.test('resync - BITMAP rounds converge under a continuous write load: the throt
   const model = new VolumeModel(size)
   await model.randomWrites(nbd, 500, 31)
   const logStart = (await c.logOf('a')).length
-  // a steady writer, 4 in flight, for the whole catch-up, over 512 blocks (so one round's set stays small);
-  // it needs more than 128 writes/s (half the resync's 256 blocks/s) for the gap not to halve each round
+  // a steady writer, 8 in flight, for the whole catch-up, over 256 blocks (so one round's set stays small);
+  // it needs more than 64 writes/s (half the resync's 128 blocks/s) for the gap not to halve each round,
+  // which a loaded 2-core machine still manages
   let stop = false
   const before = model.acked
-  const writer = Promise.all([0, 1, 2, 3].map(async (lane) => {
-    for (let i = lane; !stop; i += 4) await model.write(nbd, (i * 7919) % 512)
+  const writer = Promise.all([0, 1, 2, 3, 4, 5, 6, 7].map(async (lane) => {
+    for (let i = lane; !stop; i += 8) await model.write(nbd, (i * 7919) % 256)
   }))
   lap('b down, writes made')
   await c.start('b')
