@@ -89,7 +89,7 @@ export function planTrial(seed: number, index: number, maxWrite: number): TrialP
     journals,
     protocols,
     depth: between(1, 8),
-    rateMiBps: pick([0, 4, 4, 16]),
+    rateMiBps: pick([2, 4, 8, 16]),
     maxWrite,
     resyncMaxMiBps: pick([0, 0, 20, 60]),
     checksumResync: rnd() < 0.3,
