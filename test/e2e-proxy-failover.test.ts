@@ -1,0 +1,147 @@
+import t from 'tap'
+import { join } from 'node:path'
+import { Cluster } from './helpers/cluster.js'
+import { FakeCenter } from './helpers/fake-center.js'
+import { startProxy } from './helpers/nbd-proxy.js'
+import type { ProxyProcess } from './helpers/nbd-proxy.js'
+import { NbdClient } from '../src/client/nbd-client.js'
+
+const MiB = 1024 * 1024
+const BS = 4096
+
+interface WriterResult {
+  /** block → counter of its last acknowledged write */
+  model: Map<number, number>
+  errors: string[]
+  acked: number
+}
+
+/**
+ * Writes 4 KiB blocks at seeded random places through `client`, `depth` in
+ * flight, never two in flight on one block (so the acknowledgement order is
+ * the write order); records every acknowledged write in the model.
+ */
+function writer(client: NbdClient, blocks: number, depth: number, seed: number) {
+  let x = seed >>> 0 || 1
+  const rnd = () => ((x ^= x << 13), (x ^= x >>> 17), (x ^= x << 5), (x >>> 0) / 4294967296)
+  const res: WriterResult = { model: new Map(), errors: [], acked: 0 }
+  const busy = new Set<number>()
+  let counter = 0
+  let stopping = false
+  const one = async (): Promise<void> => {
+    while (!stopping) {
+      let b = Math.floor(rnd() * blocks)
+      while (busy.has(b)) b = (b + 1) % blocks
+      busy.add(b)
+      const n = ++counter
+      const data = Buffer.alloc(BS, n & 0xff)
+      data.writeUInt32BE(b, 0)
+      data.writeUInt32BE(n, 4)
+      try {
+        await client.write(b * BS, data)
+        res.model.set(b, n)
+        res.acked++
+      } catch (err) {
+        res.errors.push(`block ${b} write ${n}: ${(err as Error).message}`)
+      } finally {
+        busy.delete(b)
+      }
+    }
+  }
+  const loops = Array.from({ length: depth }, () => one())
+  return {
+    res,
+    stop: async () => {
+      stopping = true
+      await Promise.all(loops)
+      return res
+    },
+  }
+}
+
+/** Every acknowledged write is what `node` holds for its block (read directly from its export). */
+async function checkModel(t: Tap.Test, c: Cluster, node: string, res: WriterResult, via?: ProxyProcess): Promise<void> {
+  const direct = await NbdClient.connect('127.0.0.1', c.node(node).nbdPort)
+  const proxied = via === undefined ? null : await NbdClient.connect('127.0.0.1', via.nbdPort)
+  const lost: string[] = []
+  for (const [b, n] of res.model) {
+    const got = await direct.read(b * BS, BS)
+    const expect = Buffer.alloc(BS, n & 0xff)
+    expect.writeUInt32BE(b, 0)
+    expect.writeUInt32BE(n, 4)
+    if (!got.equals(expect)) lost.push(`block ${b}: want write ${n}, ${node} has write ${got.readUInt32BE(4)}`)
+    if (proxied !== null && !(await proxied.read(b * BS, BS)).equals(expect)) lost.push(`block ${b}: read through the proxy differs`)
+  }
+  await direct.close()
+  await proxied?.close()
+  t.same(lost.slice(0, 10), [], `every one of ${res.model.size} acknowledged blocks (${res.acked} writes) is on ${node}${via ? ', and reads through the proxy return it' : ''}`)
+}
+
+async function setup(t: Tap.Test) {
+  const c = await Cluster.create(t, { nodes: ['a', 'b'], size: 16 * MiB, journalSize: 8 * MiB, protocol: 'sync' })
+  await c.initAll()
+  await c.startAll()
+  await c.waitInSync('b')
+  const center = await FakeCenter.start(t)
+  const nbd = (id: string) => `127.0.0.1:${c.node(id).nbdPort}`
+  center.set('vol0', { epoch: 1, primary: { node: 'a', nbd: nbd('a') }, standbys: [{ node: 'b', nbd: nbd('b') }] })
+  const proxy = await startProxy(t, { center: center.url, volume: 'vol0', log: join(c.dir, 'proxy.log'),
+    args: ['--retry-interval-ms', '200', '--no-path-retry', '100'] })
+  const client = await NbdClient.connect('127.0.0.1', proxy.nbdPort)
+  t.teardown(() => client.close().catch(() => {}))
+  return { c, center, proxy, client, nbd }
+}
+
+const sleep = (ms: number) => new Promise(r => setTimeout(r, ms))
+
+t.test('nbd-proxy failover - switchover (demote a, promote b, publish) under a write loop: no client error, no acknowledged write lost', async t => {
+  const { c, center, proxy, client, nbd } = await setup(t)
+  const w = writer(client, 2048, 8, 0x5eed)
+  await sleep(1000)
+  const before = w.res.acked
+  await c.admin('a', 'POST', '/demote', {})
+  await sleep(400)
+  const queued = await proxy.status()
+  const promoted = (await c.admin('b', 'POST', '/promote', { force: false })) as { epoch: number }
+  t.equal(promoted.epoch, 2)
+  center.set('vol0', { epoch: promoted.epoch, primary: { node: 'b', nbd: nbd('b') }, standbys: [{ node: 'a', nbd: nbd('a') }] })
+  await sleep(1000)
+  const res = await w.stop()
+  t.same(res.errors, [], 'the client saw no error')
+  t.ok(before > 0 && res.acked > before, `writes before (${before}) and after (${res.acked - before}) the switch`)
+  t.ok(queued.queue.items > 0 || queued.queue.totalRetries > 0, `requests were held while a was demoted (${queued.queue.items} held, ${queued.queue.totalRetries} retries)`)
+  const st = await proxy.status()
+  t.equal(st.epoch, 2, 'the proxy follows epoch 2')
+  t.equal(st.upstream?.node, 'b')
+  t.equal(st.upstream?.connected, true)
+  t.equal(st.queue.items, 0)
+  t.ok(st.queue.totalRetries > 0 && st.queue.replayed > 0, `requests were retried (${st.queue.totalRetries}) and replayed (${st.queue.replayed})`)
+  t.match(proxy.logText(), /requests queued/, 'the log shows the queued requests')
+  t.match(proxy.logText(), /"retries":1/, 'with their retry counts')
+  await checkModel(t, c, 'b', res, proxy)
+})
+
+t.test('nbd-proxy failover - kill -9 of the primary under a write loop, then promotion: no client error, no acknowledged write lost', async t => {
+  const { c, center, proxy, client, nbd } = await setup(t)
+  const w = writer(client, 2048, 8, 0xfa11)
+  await sleep(1000)
+  const killedAt = Date.now()
+  await c.kill('a', 'SIGKILL')
+  const ackedAtKill = w.res.acked
+  await sleep(500)
+  const held = await proxy.status()
+  t.equal(held.upstream?.connected, false, 'no upstream while a is dead')
+  t.ok(held.queue.waiting > 0, `requests wait in the queue (${held.queue.waiting}, oldest ${Math.round(held.queue.oldestAgeMs ?? 0)} ms, max retries ${held.queue.maxRetries})`)
+  t.ok(w.res.acked - ackedAtKill <= 8, 'nothing is acknowledged while no primary is up (beyond replies already on the wire)')
+  const promoted = (await c.admin('b', 'POST', '/promote', { force: false })) as { epoch: number }
+  center.set('vol0', { epoch: promoted.epoch, primary: { node: 'b', nbd: nbd('b') }, standbys: [] })
+  await sleep(1000)
+  const res = await w.stop()
+  t.same(res.errors, [], 'the client saw no error')
+  t.ok(res.acked > ackedAtKill + 50, `writes continue on b (${res.acked - ackedAtKill} after the kill, ${Date.now() - killedAt} ms)`)
+  const st = await proxy.status()
+  t.equal(st.upstream?.node, 'b')
+  t.equal(st.epoch, promoted.epoch)
+  t.ok(st.reconnect.failures > 0, `the proxy retried the dead primary (${st.reconnect.failures} failed connects)`)
+  await checkModel(t, c, 'b', res, proxy)
+})
