@@ -66,7 +66,7 @@ export function register(program: Command): void {
       const connectTimeoutMs = positiveMs(flags.connectTimeoutMs, '--connect-timeout-ms')
       const maxQueuedBytes = parseSize(flags.maxQueuedBytes, { field: '--max-queued-bytes', code: 'ERR_USAGE' })
       if (maxQueuedBytes <= 0) throw new BlockrepError('ERR_USAGE', '--max-queued-bytes: must be more than 0')
-      const log = createLogger({ level: flags.logLevel ?? null }).child({ component: 'nbd-proxy', volume: flags.volume })
+      const log = createLogger({ level: flags.logLevel ?? null }).child({ component: 'nbd-proxy' })
       const center = new CenterClient({ urls, volume: flags.volume, log, transport: flags.centerTransport })
       const proxy = new NbdProxy({ center, listen: { host, port }, noPathRetry, retryIntervalMs, maxQueuedBytes, connectTimeoutMs, log })
       let adminServer: ProxyAdminServer | null = null

@@ -67,7 +67,7 @@ export class NbdProxy {
   private firstPath!: { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void }
 
   constructor(private readonly opts: NbdProxyOptions) {
-    this.log = opts.log
+    this.log = opts.log.child({ volume: opts.center.volume })
     this.clock = opts.clock ?? systemClock
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 3000
     this.queue = new RequestQueue({
@@ -100,7 +100,7 @@ export class NbdProxy {
    * the proxy serves), then listen. Resolves with the bound port.
    */
   async start(): Promise<{ port: number }> {
-    this.log.info({ volume: this.volume, centers: this.opts.center.urls, noPathRetry: this.opts.noPathRetry,
+    this.log.info({ centers: this.opts.center.urls, noPathRetry: this.opts.noPathRetry,
       retryIntervalMs: this.opts.retryIntervalMs, maxQueuedBytes: this.opts.maxQueuedBytes }, 'nbd-proxy: starting, waiting for a primary')
     this.watch = this.opts.center.watch(doc => this.onDocument(doc))
     await this.firstPath.promise
@@ -113,7 +113,7 @@ export class NbdProxy {
     })
     const { port } = await this.server.listen(this.opts.listen.port, this.opts.listen.host)
     this.port = port
-    this.log.info({ volume: this.volume, host: this.opts.listen.host, port, size }, 'nbd-proxy: serving')
+    this.log.info({ host: this.opts.listen.host, port, size }, 'nbd-proxy: serving')
     return { port }
   }
 
