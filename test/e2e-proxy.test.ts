@@ -5,7 +5,9 @@ import { randomBytes } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { have, skipUnless } from './helpers/tools.js'
-import { Cluster, sha256File, run } from './helpers/cluster.js'
+import { Cluster, sha256File } from './helpers/cluster.js'
+import { main } from '../src/cli/main.js'
+import { parseNoPathRetry } from '../src/cli/cmd-nbd-proxy.js'
 import { FakeCenter } from './helpers/fake-center.js'
 import { startProxy } from './helpers/nbd-proxy.js'
 import { NbdClient } from '../src/client/nbd-client.js'
@@ -65,15 +67,21 @@ t.test('nbd-proxy - real clients through the proxy see the primary: size, flags,
   t.equal(await proxy.stop(), 0, 'SIGTERM stops the proxy cleanly')
 })
 
-t.test('nbd-proxy - bad flags are usage errors', async t => {
+t.test('nbd-proxy - bad flags are usage errors naming the flag', async t => {
   const bad = async (args: string[], re: RegExp) => {
-    const r = await run(['nbd-proxy', ...args]).then(() => null, (e: { code: number; stderr: string }) => e)
-    t.equal(r?.code, 2, `exit 2 for ${args.join(' ')}`)
-    t.match(r?.stderr ?? '', re)
+    let err = ''
+    const code = await main(['node', 'blockrep', 'nbd-proxy', ...args], { out: () => {}, err: s => { err += s } })
+    t.equal(code, 2, `exit 2 for ${args.join(' ')}`)
+    t.match(err, re)
   }
   await bad(['--center', 'x:1', '--volume', 'v', '--listen', 'nope'], /--listen: expected HOST:PORT/)
   await bad(['--center', 'x:1', '--volume', 'v', '--listen', '127.0.0.1:0', '--no-path-retry', 'abc'], /--no-path-retry/)
   await bad(['--center', 'x:1', '--volume', 'v', '--listen', '127.0.0.1:0', '--retry-interval-ms', '0'], /--retry-interval-ms/)
   await bad(['--center', 'x:1', '--volume', 'v', '--listen', '127.0.0.1:0', '--max-queued-bytes', 'lots'], /--max-queued-bytes/)
+  await bad(['--center', 'http://[x', '--volume', 'v', '--listen', '127.0.0.1:0'], /center URL/)
   await bad(['--volume', 'v', '--listen', '127.0.0.1:0'], /--center/)
+  t.equal(parseNoPathRetry(true, false), 60, 'default')
+  t.equal(parseNoPathRetry('queue', false), Infinity)
+  t.equal(parseNoPathRetry('fail', false), 0)
+  t.equal(parseNoPathRetry('7', true), Infinity, '--queue-if-no-path wins')
 })

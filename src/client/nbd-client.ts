@@ -86,7 +86,8 @@ export class NbdClient {
 
   /** Connects and negotiates export `name` with OPT_GO. */
   static async connect(host: string, port: number, name = '', opts: ConnectOptions = {}): Promise<NbdClient> {
-    const socket = net.connect({ host, port, noDelay: true })
+    // keep-alive probes notice a peer that vanished without a FIN (a cut link, a dead host)
+    const socket = net.connect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 5000 })
     let timer: NodeJS.Timeout | undefined
     const timeout = opts.timeoutMs === undefined ? null : new Promise<never>((_, reject) => {
       timer = setTimeout(() => {

@@ -212,13 +212,18 @@ export class NbdProxy {
         path.close()
         throw new BlockrepError('ERR_VOLUME_SIZE', `${path.label} exports ${path.size} bytes, the proxy serves ${this.size}`)
       }
-      this.size ??= path.size
-      this.path = path
-      path.onClose(err => this.onPathClosed(path, err))
       this.log.info({ path: path.label, epoch: target.epoch, attempt: this.counters.attemptsSinceLoss, waiting: this.queue.stats().waiting },
         'nbd-proxy: connected to the primary')
+      try {
+        this.queue.attach(path)
+      } catch (err) {
+        path.close()
+        throw err
+      }
+      this.size ??= path.size
+      this.path = path
       this.counters.attemptsSinceLoss = 0
-      this.queue.attach(path)
+      path.onClose(err => this.onPathClosed(path, err))
       this.firstPath.resolve()
     } catch (err) {
       this.counters.failures++
