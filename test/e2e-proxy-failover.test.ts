@@ -1,6 +1,6 @@
 import t from 'tap'
 import { join } from 'node:path'
-import { Cluster } from './helpers/cluster.js'
+import { Cluster, waitFor } from './helpers/cluster.js'
 import { FakeCenter } from './helpers/fake-center.js'
 import { startProxy } from './helpers/nbd-proxy.js'
 import type { ProxyProcess } from './helpers/nbd-proxy.js'
@@ -14,6 +14,8 @@ interface WriterResult {
   model: Map<number, number>
   errors: string[]
   acked: number
+  /** the longest time the client waited between two acknowledgements */
+  maxGapMs: number
 }
 
 /**
@@ -24,7 +26,8 @@ interface WriterResult {
 function writer(client: NbdClient, blocks: number, depth: number, seed: number) {
   let x = seed >>> 0 || 1
   const rnd = () => ((x ^= x << 13), (x ^= x >>> 17), (x ^= x << 5), (x >>> 0) / 4294967296)
-  const res: WriterResult = { model: new Map(), errors: [], acked: 0 }
+  const res: WriterResult = { model: new Map(), errors: [], acked: 0, maxGapMs: 0 }
+  let lastAck = Date.now()
   const busy = new Set<number>()
   let counter = 0
   let stopping = false
@@ -41,6 +44,9 @@ function writer(client: NbdClient, blocks: number, depth: number, seed: number) 
         await client.write(b * BS, data)
         res.model.set(b, n)
         res.acked++
+        const now = Date.now()
+        res.maxGapMs = Math.max(res.maxGapMs, now - lastAck)
+        lastAck = now
       } catch (err) {
         res.errors.push(`block ${b} write ${n}: ${(err as Error).message}`)
       } finally {
@@ -118,6 +124,7 @@ t.test('nbd-proxy failover - switchover (demote a, promote b, publish) under a w
   t.ok(st.queue.totalRetries > 0 && st.queue.replayed > 0, `requests were retried (${st.queue.totalRetries}) and replayed (${st.queue.replayed})`)
   t.match(proxy.logText(), /requests queued/, 'the log shows the queued requests')
   t.match(proxy.logText(), /"retries":1/, 'with their retry counts')
+  t.comment(`measured: longest client-visible stall ${res.maxGapMs} ms`)
   await checkModel(t, c, 'b', res, proxy)
 })
 
@@ -127,6 +134,7 @@ t.test('nbd-proxy failover - kill -9 of the primary under a write loop, then pro
   await sleep(1000)
   const killedAt = Date.now()
   await c.kill('a', 'SIGKILL')
+  const publishedAt = { t: 0 }
   const ackedAtKill = w.res.acked
   await sleep(500)
   const held = await proxy.status()
@@ -134,7 +142,11 @@ t.test('nbd-proxy failover - kill -9 of the primary under a write loop, then pro
   t.ok(held.queue.waiting > 0, `requests wait in the queue (${held.queue.waiting}, oldest ${Math.round(held.queue.oldestAgeMs ?? 0)} ms, max retries ${held.queue.maxRetries})`)
   t.ok(w.res.acked - ackedAtKill <= 8, 'nothing is acknowledged while no primary is up (beyond replies already on the wire)')
   const promoted = (await c.admin('b', 'POST', '/promote', { force: false })) as { epoch: number }
+  const acksBeforePublish = w.res.acked
+  publishedAt.t = Date.now()
   center.set('vol0', { epoch: promoted.epoch, primary: { node: 'b', nbd: nbd('b') }, standbys: [] })
+  await waitFor(() => w.res.acked > acksBeforePublish, 15_000, 'first write on b')
+  t.comment(`measured: published → first acknowledged write through the proxy ${Date.now() - publishedAt.t} ms`)
   await sleep(1000)
   const res = await w.stop()
   t.same(res.errors, [], 'the client saw no error')
@@ -143,5 +155,6 @@ t.test('nbd-proxy failover - kill -9 of the primary under a write loop, then pro
   t.equal(st.upstream?.node, 'b')
   t.equal(st.epoch, promoted.epoch)
   t.ok(st.reconnect.failures > 0, `the proxy retried the dead primary (${st.reconnect.failures} failed connects)`)
+  t.comment(`measured: longest client-visible stall ${res.maxGapMs} ms`)
   await checkModel(t, c, 'b', res, proxy)
 })
