@@ -201,7 +201,8 @@ export class NbdClient {
       const need = 16 + (error === 0 ? p.readLength : 0)
       this.want = need
       if (this.buf.length < need) return
-      const data = Buffer.from(this.buf.subarray(16, need))
+      // a large READ gets a view of the joined buffer (it is mostly this reply); a small one a copy, so it pins nothing
+      const data = need > 65536 ? this.buf.subarray(16, need) : Buffer.from(this.buf.subarray(16, need))
       this.buf = this.buf.subarray(need)
       this.pending.delete(cookie)
       p.resolve({ errno: error, data })
