@@ -1,5 +1,7 @@
 import t from 'tap'
 import { join } from 'node:path'
+import net from 'node:net'
+import type { AddressInfo } from 'node:net'
 import { Cluster, waitFor } from './helpers/cluster.js'
 import { FakeCenter } from './helpers/fake-center.js'
 import { startProxy } from './helpers/nbd-proxy.js'
@@ -98,12 +100,55 @@ async function setup(t: Tap.Test) {
   return { c, center, proxy, client, nbd }
 }
 
+/** A TCP relay to `port` whose connections the test can cut (both directions reset at once). */
+async function relay(t: Tap.Test, port: number) {
+  const socks = new Set<net.Socket>()
+  const server = net.createServer(down => {
+    const up = net.connect(port, '127.0.0.1')
+    for (const s of [down, up]) {
+      socks.add(s)
+      s.on('error', () => {})
+      s.on('close', () => {
+        socks.delete(s)
+        down.destroy()
+        up.destroy()
+      })
+    }
+    down.pipe(up)
+    up.pipe(down)
+  })
+  await new Promise<void>(r => server.listen(0, '127.0.0.1', () => r()))
+  t.teardown(() => {
+    for (const s of socks) s.destroy()
+    server.close()
+  })
+  return {
+    address: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    cut: () => {
+      for (const s of socks) s.resetAndDestroy()
+    },
+  }
+}
+
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms))
 
-t.test('nbd-proxy failover - switchover (demote a, promote b, publish) under a write loop: no client error, no acknowledged write lost', async t => {
+t.test('nbd-proxy failover - cut upstream connections, then a switchover (demote a, promote b, publish) under a write loop: no client error, no acknowledged write lost', async t => {
   const { c, center, proxy, client, nbd } = await setup(t)
+  // route the proxy to a through a relay whose connections can be cut
+  const r = await relay(t, c.node('a').nbdPort)
+  center.set('vol0', { epoch: 1, primary: { node: 'a', nbd: r.address } })
+  await waitFor(async () => (await proxy.status()).upstream?.nbd === r.address, 10_000, 'proxy follows the relay')
   const w = writer(client, 2048, 8, 0x5eed)
-  await sleep(1000)
+  await sleep(500)
+  for (let i = 0; i < 3; i++) {
+    const acked = w.res.acked
+    r.cut()
+    await waitFor(() => w.res.acked > acked + 20, 15_000, 'writes continue after the cut')
+  }
+  const afterCuts = await proxy.status()
+  t.ok(afterCuts.reconnect.pathLosses >= 3, `three connection losses seen (${afterCuts.reconnect.pathLosses})`)
+  t.ok(afterCuts.queue.totalRetries > 0, `in-flight requests were retried on the same primary (${afterCuts.queue.totalRetries})`)
+  t.same(w.res.errors, [], 'no client error across the cuts')
   const before = w.res.acked
   await c.admin('a', 'POST', '/demote', {})
   await sleep(400)
