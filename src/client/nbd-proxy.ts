@@ -233,8 +233,9 @@ export class NbdProxy {
         retryInMs: this.opts.retryIntervalMs }, 'nbd-proxy: cannot reach the primary, retrying')
     } finally {
       this.connecting = false
+      // (in finally: the early return above must reschedule too) a target that
+      // changed during the attempt is tried at once, a failed one after the interval
+      if (this.path === null && !this.closed) this.connectSoon(this.target !== target ? 0 : this.opts.retryIntervalMs)
     }
-    // a target that changed during the attempt is tried at once, a failed one after the interval
-    if (this.path === null && !this.closed) this.connectSoon(this.target !== target ? 0 : this.opts.retryIntervalMs)
   }
 }
