@@ -18,6 +18,8 @@ interface WriterResult {
   acked: number
   /** the longest time the client waited between two acknowledgements */
   maxGapMs: number
+  /** the last write number given out (numbers only grow, across writers sharing this result) */
+  counter: number
 }
 
 /**
@@ -25,20 +27,18 @@ interface WriterResult {
  * flight, never two in flight on one block (so the acknowledgement order is
  * the write order); records every acknowledged write in the model.
  */
-function writer(client: NbdClient, blocks: number, depth: number, seed: number) {
+function writer(client: NbdClient, blocks: number, depth: number, seed: number, res: WriterResult = { model: new Map(), errors: [], acked: 0, maxGapMs: 0, counter: 0 }) {
   let x = seed >>> 0 || 1
   const rnd = () => ((x ^= x << 13), (x ^= x >>> 17), (x ^= x << 5), (x >>> 0) / 4294967296)
-  const res: WriterResult = { model: new Map(), errors: [], acked: 0, maxGapMs: 0 }
   let lastAck = Date.now()
   const busy = new Set<number>()
-  let counter = 0
   let stopping = false
   const one = async (): Promise<void> => {
     while (!stopping) {
       let b = Math.floor(rnd() * blocks)
       while (busy.has(b)) b = (b + 1) % blocks
       busy.add(b)
-      const n = ++counter
+      const n = ++res.counter
       const data = Buffer.alloc(BS, n & 0xff)
       data.writeUInt32BE(b, 0)
       data.writeUInt32BE(n, 4)
@@ -132,13 +132,14 @@ async function relay(t: Tap.Test, port: number) {
 
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms))
 
-t.test('nbd-proxy failover - cut upstream connections, then a switchover (demote a, promote b, publish) under a write loop: no client error, no acknowledged write lost', async t => {
+t.test('nbd-proxy failover - a client writing in a loop through the proxy sees no error and loses no acknowledged write across cut connections, a switchover and a kill -9', async t => {
   const { c, center, proxy, client, nbd } = await setup(t)
-  // route the proxy to a through a relay whose connections can be cut
+
+  // 1. the proxy reaches a through a relay whose connections are cut (TCP reset) three times
   const r = await relay(t, c.node('a').nbdPort)
   center.set('vol0', { epoch: 1, primary: { node: 'a', nbd: r.address } })
   await waitFor(async () => (await proxy.status()).upstream?.nbd === r.address, 10_000, 'proxy follows the relay')
-  const w = writer(client, 2048, 8, 0x5eed)
+  let w = writer(client, 2048, 8, 0x5eed)
   await sleep(500)
   for (let i = 0; i < 3; i++) {
     const acked = w.res.acked
@@ -149,57 +150,57 @@ t.test('nbd-proxy failover - cut upstream connections, then a switchover (demote
   t.ok(afterCuts.reconnect.pathLosses >= 3, `three connection losses seen (${afterCuts.reconnect.pathLosses})`)
   t.ok(afterCuts.queue.totalRetries > 0, `in-flight requests were retried on the same primary (${afterCuts.queue.totalRetries})`)
   t.same(w.res.errors, [], 'no client error across the cuts')
+
+  // 2. switchover: demote a (its writes now fail EPERM: held), promote b, publish epoch 2
   const before = w.res.acked
   await c.admin('a', 'POST', '/demote', {})
   await sleep(400)
   const queued = await proxy.status()
-  const promoted = (await c.admin('b', 'POST', '/promote', { force: false })) as { epoch: number }
-  t.equal(promoted.epoch, 2)
-  center.set('vol0', { epoch: promoted.epoch, primary: { node: 'b', nbd: nbd('b') }, standbys: [{ node: 'a', nbd: nbd('a') }] })
+  const p2 = (await c.admin('b', 'POST', '/promote', { force: false })) as { epoch: number }
+  t.equal(p2.epoch, 2)
+  center.set('vol0', { epoch: p2.epoch, primary: { node: 'b', nbd: nbd('b') }, standbys: [{ node: 'a', nbd: nbd('a') }] })
   await sleep(1000)
-  const res = await w.stop()
-  t.same(res.errors, [], 'the client saw no error')
-  t.ok(before > 0 && res.acked > before, `writes before (${before}) and after (${res.acked - before}) the switch`)
-  t.ok(queued.queue.items > 0 || queued.queue.totalRetries > 0, `requests were held while a was demoted (${queued.queue.items} held, ${queued.queue.totalRetries} retries)`)
-  const st = await proxy.status()
+  let res = await w.stop()
+  t.same(res.errors, [], 'no client error across the switchover')
+  t.ok(before > 0 && res.acked > before, `writes before (${before}) and after (${res.acked - before}) the switchover`)
+  t.ok(queued.queue.items > 0 || queued.queue.totalRetries > afterCuts.queue.totalRetries, `requests were held while a was demoted (${queued.queue.items} held)`)
+  let st = await proxy.status()
   t.equal(st.epoch, 2, 'the proxy follows epoch 2')
   t.equal(st.upstream?.node, 'b')
-  t.equal(st.upstream?.connected, true)
   t.equal(st.queue.items, 0)
-  t.ok(st.queue.totalRetries > 0 && st.queue.replayed > 0, `requests were retried (${st.queue.totalRetries}) and replayed (${st.queue.replayed})`)
+  t.ok(st.queue.replayed > 0, `requests were replayed (${st.queue.replayed}; ${st.queue.totalRetries} retries in all)`)
   t.match(proxy.logText(), /requests queued/, 'the log shows the queued requests')
   t.match(proxy.logText(), /"retries":1/, 'with their retry counts')
-  t.comment(`measured: longest client-visible stall ${res.maxGapMs} ms`)
+  t.comment(`measured: longest client-visible stall ${res.maxGapMs} ms (cuts, then demote + 400 ms + promote + publish)`)
   await checkModel(t, c, 'b', res, proxy)
-})
 
-t.test('nbd-proxy failover - kill -9 of the primary under a write loop, then promotion: no client error, no acknowledged write lost', async t => {
-  const { c, center, proxy, client, nbd } = await setup(t)
-  const w = writer(client, 2048, 8, 0xfa11)
-  await sleep(1000)
-  const killedAt = Date.now()
-  await c.kill('a', 'SIGKILL')
-  const publishedAt = { t: 0 }
+  // 3. a rejoins as b's standby; under the write loop b is killed (-9), a promoted, epoch 3 published
+  await c.waitInSync('a', 60_000, 'b')
+  res.maxGapMs = 0
+  w = writer(client, 2048, 8, 0xfa11, res)
+  await sleep(800)
+  await c.kill('b', 'SIGKILL')
   const ackedAtKill = w.res.acked
   await sleep(500)
   const held = await proxy.status()
-  t.equal(held.upstream?.connected, false, 'no upstream while a is dead')
+  t.equal(held.upstream?.connected, false, 'no upstream while b is dead')
   t.ok(held.queue.waiting > 0, `requests wait in the queue (${held.queue.waiting}, oldest ${Math.round(held.queue.oldestAgeMs ?? 0)} ms, max retries ${held.queue.maxRetries})`)
   t.ok(w.res.acked - ackedAtKill <= 8, 'nothing is acknowledged while no primary is up (beyond replies already on the wire)')
-  const promoted = (await c.admin('b', 'POST', '/promote', { force: false })) as { epoch: number }
+  const p3 = (await c.admin('a', 'POST', '/promote', { force: false })) as { epoch: number }
+  t.equal(p3.epoch, 3)
   const acksBeforePublish = w.res.acked
-  publishedAt.t = Date.now()
-  center.set('vol0', { epoch: promoted.epoch, primary: { node: 'b', nbd: nbd('b') }, standbys: [] })
-  await waitFor(() => w.res.acked > acksBeforePublish, 15_000, 'first write on b')
-  t.comment(`measured: published → first acknowledged write through the proxy ${Date.now() - publishedAt.t} ms`)
+  const publishedAt = Date.now()
+  center.set('vol0', { epoch: p3.epoch, primary: { node: 'a', nbd: nbd('a') }, standbys: [] })
+  await waitFor(() => w.res.acked > acksBeforePublish, 15_000, 'first write on a')
+  t.comment(`measured: published → first acknowledged write through the proxy ${Date.now() - publishedAt} ms`)
   await sleep(1000)
-  const res = await w.stop()
-  t.same(res.errors, [], 'the client saw no error')
-  t.ok(res.acked > ackedAtKill + 50, `writes continue on b (${res.acked - ackedAtKill} after the kill, ${Date.now() - killedAt} ms)`)
-  const st = await proxy.status()
-  t.equal(st.upstream?.node, 'b')
-  t.equal(st.epoch, promoted.epoch)
+  res = await w.stop()
+  t.same(res.errors, [], 'no client error across the kill -9')
+  t.ok(res.acked > ackedAtKill + 50, `writes continue on a (${res.acked - ackedAtKill} after the kill)`)
+  st = await proxy.status()
+  t.equal(st.upstream?.node, 'a')
+  t.equal(st.epoch, 3)
   t.ok(st.reconnect.failures > 0, `the proxy retried the dead primary (${st.reconnect.failures} failed connects)`)
-  t.comment(`measured: longest client-visible stall ${res.maxGapMs} ms`)
-  await checkModel(t, c, 'b', res, proxy)
+  t.comment(`measured: longest client-visible stall ${res.maxGapMs} ms (kill -9 + 500 ms + promote + publish)`)
+  await checkModel(t, c, 'a', res, proxy)
 })
