@@ -42,6 +42,6 @@ export async function startProxy(t: { teardown(fn: () => unknown): void }, opts:
   }
   const exited = new Promise<never>((_, reject) => proc.once('exit', code => reject(new Error(`nbd-proxy exited with ${code}; log ${opts.log}`))))
   exited.catch(() => {})
-  await Promise.race([waitFor(async () => (await status().catch(() => null))?.listen != null, 20_000, 'nbd-proxy serving'), exited])
+  await Promise.race([waitFor(async () => (await status().catch(() => null))?.listen != null, 60_000, 'nbd-proxy serving'), exited])
   return { proc, nbdPort, adminPort, url: `nbd://127.0.0.1:${nbdPort}`, log: opts.log, status, logText: () => readFileSync(opts.log, 'utf8'), stop }
 }
