@@ -138,7 +138,12 @@ export class CenterClient {
       const previous = current
       current = doc
       this.log.info({ volume: this.volume, epoch: doc.epoch, revision: doc.revision, primary: doc.primary }, 'center: volume document')
-      listener(doc, previous)
+      try {
+        listener(doc, previous)
+      } catch (err) {
+        // the listener's failure is not the center's: keep watching
+        this.log.warn({ err }, 'center: change listener threw')
+      }
       return true
     }
     const done = this.loop(deliver, () => current, abort.signal).catch(err => {

@@ -164,12 +164,13 @@ export class NbdProxy {
   }
 
   private onPathFailed(path: QueuePath, reason: string): void {
-    if (this.path !== path) return
+    const current = this.path
+    if (current === null || current !== path) return
     this.log.warn({ path: path.label, reason }, 'nbd-proxy: the primary refused a request, reconnecting')
     this.path = null
     this.counters.pathLosses++
     this.counters.attemptsSinceLoss = 0
-    ;(path as UpstreamPath).close()
+    current.close()
     this.connectSoon(this.opts.retryIntervalMs)
   }
 
