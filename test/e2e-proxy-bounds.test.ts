@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { have, skipUnless } from './helpers/tools.js'
 import { Cluster, waitFor } from './helpers/cluster.js'
 import { FakeCenter } from './helpers/fake-center.js'
-import { startProxy } from './helpers/nbd-proxy.js'
+import { startProxy, startAgent, startAll } from './helpers/nbd-proxy.js'
 import { NbdClient } from '../src/client/nbd-client.js'
 
 const pexec = promisify(execFile)
@@ -14,7 +14,7 @@ const MiB = 1024 * 1024
 async function single(t: Tap.Test) {
   const c = await Cluster.create(t, { nodes: ['a'], size: 16 * MiB, journalSize: 8 * MiB })
   await c.initAll()
-  await c.startAll()
+  await startAll(c)
   const center = await FakeCenter.start(t)
   center.set('vol0', { epoch: 1, primary: { node: 'a', nbd: `127.0.0.1:${c.node('a').nbdPort}` } })
   return { c, center }
@@ -80,7 +80,7 @@ t.test('nbd-proxy bounds - with no primary: EIO after noPathRetry × interval, a
   t.match(bp.logText(), /not reading from clients/, 'the log shows the back-pressure')
 
   // the primary comes back
-  await c.start('a')
+  await startAgent(c, 'a')
   await waitFor(async () => (await retry.status()).upstream?.connected === true, 15_000, 'the proxy reconnects')
   await cr!.write(0, Buffer.alloc(4096, 5))
   t.same(await cr!.read(0, 4096), Buffer.alloc(4096, 5), 'writes succeed again once a primary answers')

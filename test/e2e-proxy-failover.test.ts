@@ -4,7 +4,7 @@ import net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { Cluster, waitFor } from './helpers/cluster.js'
 import { FakeCenter } from './helpers/fake-center.js'
-import { startProxy } from './helpers/nbd-proxy.js'
+import { startProxy, startAll } from './helpers/nbd-proxy.js'
 import type { ProxyProcess } from './helpers/nbd-proxy.js'
 import { NbdClient } from '../src/client/nbd-client.js'
 
@@ -88,7 +88,7 @@ async function checkModel(t: Tap.Test, c: Cluster, node: string, res: WriterResu
 async function setup(t: Tap.Test) {
   const c = await Cluster.create(t, { nodes: ['a', 'b'], size: 16 * MiB, journalSize: 8 * MiB, protocol: 'sync' })
   await c.initAll()
-  await c.startAll()
+  await startAll(c)
   await c.waitInSync('b')
   const center = await FakeCenter.start(t)
   const nbd = (id: string) => `127.0.0.1:${c.node(id).nbdPort}`

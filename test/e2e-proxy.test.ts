@@ -9,7 +9,7 @@ import { Cluster, sha256File } from './helpers/cluster.js'
 import { main } from '../src/cli/main.js'
 import { parseNoPathRetry } from '../src/cli/cmd-nbd-proxy.js'
 import { FakeCenter } from './helpers/fake-center.js'
-import { startProxy } from './helpers/nbd-proxy.js'
+import { startProxy, startAll } from './helpers/nbd-proxy.js'
 import { NbdClient } from '../src/client/nbd-client.js'
 
 const pexec = promisify(execFile)
@@ -21,7 +21,7 @@ t.test('nbd-proxy - real clients through the proxy see the primary: size, flags,
   const size = 16 * MiB
   const c = await Cluster.create(t, { nodes: ['a', 'b'], size, journalSize: 8 * MiB })
   await c.initAll()
-  await c.startAll()
+  await startAll(c)
   await c.waitInSync('b')
   const center = await FakeCenter.start(t)
   center.set('vol0', { epoch: 1, primary: { node: 'a', nbd: `127.0.0.1:${c.node('a').nbdPort}` }, standbys: [{ node: 'b', nbd: `127.0.0.1:${c.node('b').nbdPort}` }] })

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { appendFileSync, readFileSync } from 'node:fs'
 import { CLI, freePorts, waitFor } from './cluster.js'
+import type { Cluster } from './cluster.js'
 import type { ProxyStatus } from '../../src/client/nbd-proxy.js'
 
 export interface ProxyProcess {
@@ -44,4 +45,23 @@ export async function startProxy(t: { teardown(fn: () => unknown): void }, opts:
   exited.catch(() => {})
   await Promise.race([waitFor(async () => (await status().catch(() => null))?.listen != null, 60_000, 'nbd-proxy serving'), exited])
   return { proc, nbdPort, adminPort, url: `nbd://127.0.0.1:${nbdPort}`, log: opts.log, status, logText: () => readFileSync(opts.log, 'utf8'), stop }
+}
+
+/**
+ * `c.start(id)`, but patient on a loaded machine: the shared helper gives an
+ * agent 15 s to answer; past that, keep waiting (up to `ms`) for the same
+ * process rather than fail the test.
+ */
+export async function startAgent(c: Cluster, id: string, ms = 60_000): Promise<void> {
+  try {
+    await c.start(id)
+  } catch (err) {
+    if (!/timed out/.test((err as Error).message) || c.node(id).proc === null) throw err
+    await waitFor(async () => (await c.status(id).catch(() => null)) !== null, ms, `agent ${id} admin API (slow start)`)
+  }
+}
+
+/** startAgent for every node, in order. */
+export async function startAll(c: Cluster): Promise<void> {
+  for (const id of c.opts.nodes) await startAgent(c, id)
 }
