@@ -13,6 +13,7 @@ import { register as registerAdmin } from './cmd-admin.js'
 import { register as registerDemo } from './cmd-demo.js'
 import { register as registerBacklog } from './cmd-backlog.js'
 import { register as registerController } from './cmd-controller.js'
+import { register as registerNbdProxy } from './cmd-nbd-proxy.js'
 
 /** Exit codes: 0 ok, 1 operational failure, 2 usage error. */
 export const ExitCode = { OK: 0, FAILURE: 1, USAGE: 2 } as const
@@ -46,6 +47,7 @@ export function buildProgram(io: CliIo = defaultIo): Command {
   registerDemo(program)
   registerBacklog(program)
   registerController(program)
+  registerNbdProxy(program)
   program.addHelpText('after', `
 Exit codes: 0 ok, 1 operational failure, 2 usage error.
 Admin commands talk to the agent's admin API (--admin, env BLOCKREP_ADMIN, default 127.0.0.1:7800);

@@ -24,9 +24,20 @@ const CMD = { READ: 0, WRITE: 1, DISC: 2, FLUSH: 3, TRIM: 4, WRITE_ZEROES: 6 } a
 const FLAG_FUA = 1
 
 interface Pending {
-  resolve: (b: Buffer) => void
+  resolve: (r: RawReply) => void
   reject: (e: Error) => void
   readLength: number
+}
+
+/** A simple reply as it came: errno 0 and the data of a READ, or the error number. */
+export interface RawReply {
+  errno: number
+  data: Buffer
+}
+
+export interface ConnectOptions {
+  /** give up on connect + handshake after this long (ERR_TIMEOUT); default: no limit */
+  timeoutMs?: number
 }
 
 export class NbdClient {
@@ -38,33 +49,87 @@ export class NbdClient {
   private cookie = 0n
   private transmission = false
   private err: Error | null = null
+  private closeHandlers: ((err: Error) => void)[] = []
+  private chunks: Buffer[] = []
+  private chunkBytes = 0
+  /** bytes the next reply needs before it can be parsed */
+  private want = 16
 
   private constructor(private readonly socket: net.Socket) {
     socket.on('data', (d: Buffer) => {
+      if (this.transmission) {
+        // gather a large READ reply's chunks and join them once, not once per chunk
+        this.chunks.push(d)
+        this.chunkBytes += d.length
+        if (this.buf.length + this.chunkBytes < this.want) return
+        this.buf = Buffer.concat([this.buf, ...this.chunks])
+        this.chunks = []
+        this.chunkBytes = 0
+        this.drainReplies()
+        return
+      }
       this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d
-      if (this.transmission) this.drainReplies()
-      else this.wake()
+      this.wake()
     })
     const fail = (e?: Error) => {
       this.err ??= e ?? new BlockrepError('ERR_PEER_GONE', 'NBD server closed the connection')
       for (const p of this.pending.values()) p.reject(this.err)
       this.pending.clear()
       this.wake()
+      const handlers = this.closeHandlers
+      this.closeHandlers = []
+      for (const h of handlers) h(this.err)
     }
     socket.on('error', fail)
     socket.on('close', () => fail())
   }
 
   /** Connects and negotiates export `name` with OPT_GO. */
-  static async connect(host: string, port: number, name = ''): Promise<NbdClient> {
-    const socket = net.connect({ host, port, noDelay: true })
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve)
-      socket.once('error', reject)
+  static async connect(host: string, port: number, name = '', opts: ConnectOptions = {}): Promise<NbdClient> {
+    // keep-alive probes notice a peer that vanished without a FIN (a cut link, a dead host)
+    const socket = net.connect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 5000 })
+    let timer: NodeJS.Timeout | undefined
+    const timeout = opts.timeoutMs === undefined ? null : new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const err = new BlockrepError('ERR_TIMEOUT', `NBD connect + handshake to ${host}:${port} took over ${opts.timeoutMs} ms`, { context: { host, port } })
+        socket.destroy(err)
+        reject(err)
+      }, opts.timeoutMs)
     })
-    const c = new NbdClient(socket)
-    await c.handshake(name)
-    return c
+    const setup = (async () => {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('connect', resolve)
+        socket.once('error', reject)
+      })
+      const c = new NbdClient(socket)
+      await c.handshake(name)
+      return c
+    })()
+    try {
+      return await (timeout === null ? setup : Promise.race([setup, timeout]))
+    } catch (err) {
+      socket.destroy()
+      setup.catch(() => {})
+      throw err
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /** Called once when the connection is gone (closed, reset, or destroyed), with the reason. */
+  onClose(fn: (err: Error) => void): void {
+    if (this.err) fn(this.err)
+    else this.closeHandlers.push(fn)
+  }
+
+  /** True once the connection is gone. */
+  get closed(): boolean {
+    return this.err !== null
+  }
+
+  /** Hard close: pending requests reject with ERR_PEER_GONE (or `err`). */
+  destroy(err?: Error): void {
+    this.socket.destroy(err)
   }
 
   get readOnly(): boolean {
@@ -120,6 +185,7 @@ export class NbdClient {
 
   private drainReplies(): void {
     for (;;) {
+      this.want = 16
       if (this.buf.length < 16) return
       if (this.buf.readUInt32BE(0) !== SIMPLE_REPLY_MAGIC) {
         this.socket.destroy(new BlockrepError('ERR_NBD_PROTOCOL', 'bad reply magic'))
@@ -133,16 +199,28 @@ export class NbdClient {
       }
       const error = this.buf.readUInt32BE(4)
       const need = 16 + (error === 0 ? p.readLength : 0)
+      this.want = need
       if (this.buf.length < need) return
-      const data = Buffer.from(this.buf.subarray(16, need))
+      // a large READ gets a view of the joined buffer (it is mostly this reply); a small one a copy, so it pins nothing
+      const data = need > 65536 ? this.buf.subarray(16, need) : Buffer.from(this.buf.subarray(16, need))
       this.buf = this.buf.subarray(need)
       this.pending.delete(cookie)
-      if (error !== 0) p.reject(new NbdError(error))
-      else p.resolve(data)
+      p.resolve({ errno: error, data })
     }
   }
 
-  private request(type: number, flags: number, offset: number, length: number, payload?: Buffer): Promise<Buffer> {
+  private async request(type: number, flags: number, offset: number, length: number, payload?: Buffer): Promise<Buffer> {
+    const r = await this.command(type, flags, offset, length, payload)
+    if (r.errno !== 0) throw new NbdError(r.errno)
+    return r.data
+  }
+
+  /**
+   * Send any transmission request (`type` and `flags` as on the wire);
+   * resolves with the reply whatever its errno, rejects only when the
+   * connection is lost before the reply.
+   */
+  command(type: number, flags: number, offset: number, length: number, payload?: Buffer): Promise<RawReply> {
     if (this.err) return Promise.reject(this.err)
     const cookie = ++this.cookie
     const h = Buffer.alloc(28)
@@ -152,7 +230,7 @@ export class NbdClient {
     h.writeBigUInt64BE(cookie, 8)
     h.writeBigUInt64BE(BigInt(offset), 16)
     h.writeUInt32BE(length, 24)
-    const p = new Promise<Buffer>((resolve, reject) => this.pending.set(cookie, { resolve, reject, readLength: type === CMD.READ ? length : 0 }))
+    const p = new Promise<RawReply>((resolve, reject) => this.pending.set(cookie, { resolve, reject, readLength: type === CMD.READ ? length : 0 }))
     if (payload) {
       this.socket.cork()
       this.socket.write(h)

@@ -12,6 +12,15 @@ export interface NbdServerOptions {
   multiConn?: boolean
   /** close a connection that has not finished the handshake after this long (ms); default 30 s */
   handshakeTimeoutMs?: number
+  /** a server-wide condition on reading from clients (the nbd-proxy's queued-bytes bound); default: always open */
+  readGate?: ReadGate
+}
+
+/** A server-wide switch on reading: while closed, no socket is read, whatever its session wants. */
+export interface ReadGate {
+  isOpen(): boolean
+  /** `fn` runs whenever `isOpen()` may have changed */
+  onChange(fn: () => void): void
 }
 
 /**
@@ -31,7 +40,13 @@ export class NbdServer {
   constructor(opts: NbdServerOptions) {
     this.opts = opts
     this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, socket => this.accept(socket))
+    opts.readGate?.onChange(() => {
+      for (const apply of this.applyReading.values()) apply()
+    })
   }
+
+  /** per socket: pause or resume it from its session's wish and the read gate */
+  private readonly applyReading = new Map<net.Socket, () => void>()
 
   /** Start listening; resolves with the bound port (use 0 for an ephemeral one). */
   listen(port: number, host = '127.0.0.1'): Promise<{ port: number }> {
@@ -85,6 +100,14 @@ export class NbdServer {
     }
     const id = this.nextId++
     const log = this.opts.log
+    const gate = this.opts.readGate
+    let wantRead = true
+    const applyReading = (): void => {
+      if (socket.destroyed) return
+      if (wantRead && (gate === undefined || gate.isOpen())) socket.resume()
+      else socket.pause()
+    }
+    if (gate !== undefined) this.applyReading.set(socket, applyReading)
     const output: SessionOutput = {
       send(chunks, done) {
         if (socket.destroyed) {
@@ -101,8 +124,8 @@ export class NbdServer {
         socket.uncork()
       },
       setReading(on) {
-        if (on) socket.resume()
-        else socket.pause()
+        wantRead = on
+        applyReading()
       },
       end() {
         // keep reading (the session ignores it) so the peer's FIN is seen and 'close' follows;
@@ -137,6 +160,8 @@ export class NbdServer {
     timer.unref()
 
     socket.on('data', (chunk: Buffer) => session.receive(chunk))
+    // attaching 'data' set the socket flowing: honour a gate that is already closed
+    if (gate !== undefined) applyReading()
     socket.on('error', err => log?.debug({ conn: id, err }, 'nbd: socket error'))
     // a half-close from the peer: answer what is in flight, then close our side
     socket.on('end', () => session.peerEnded())
@@ -144,6 +169,7 @@ export class NbdServer {
       clearTimeout(timer)
       session.transportClosed()
       this.sessions.delete(socket)
+      this.applyReading.delete(socket)
       this.socketClosed.delete(closed)
       log?.debug({ conn: id }, 'nbd: connection closed')
       resolve()

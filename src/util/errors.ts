@@ -45,6 +45,8 @@ export const ErrorCode = {
   NO_PRIMARY: 'ERR_NO_PRIMARY',
   /** TLS set-up or peer verification failed on a replication link */
   TLS: 'ERR_TLS',
+  /** no configuration center answered (client library, nbd-proxy) */
+  CENTER_UNAVAILABLE: 'ERR_CENTER_UNAVAILABLE',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 
