@@ -9,7 +9,7 @@
  */
 import { EtcdLeadership, leadershipTiming, ttlSeconds } from './store-etcd-leadership.js'
 import type { LeadershipDeps } from './store-etcd-leadership.js'
-import { bounded } from './store-etcd-keys.js'
+import { bounded, retrying } from './store-etcd-keys.js'
 
 export interface CampaignOptions {
   /** subtract from every keepalive's validity (default ¼ TTL, at most 1 s) */
@@ -25,7 +25,7 @@ export async function campaign(deps: LeadershipDeps, id: string, ttlMs: number, 
   for (;;) {
     signal?.throwIfAborted()
     try {
-      const cur = await bounded('campaign read', opTimeoutMs, () => client.get(keys.leader()).exec())
+      const cur = await retrying('campaign read', opTimeoutMs, () => client.get(keys.leader()).exec())
       const holder = cur.kvs[0]
       if (holder === undefined) {
         const won = await tryCreate(deps, id, ttlMs, timing)
@@ -52,10 +52,15 @@ async function tryCreate(deps: LeadershipDeps, id: string, ttlMs: number, timing
   lease.on('lost', () => {})
   try {
     const leaseId = await bounded('lease grant', opTimeoutMs, () => lease.grant())
-    const res = await bounded('campaign', opTimeoutMs, () =>
-      client.if(keys.leader(), 'Create', '==', 0).then(client.put(keys.leader()).value(id).lease(leaseId)).commit(),
+    const res = await retrying('campaign', opTimeoutMs, () =>
+      client.if(keys.leader(), 'Create', '==', 0).then(client.put(keys.leader()).value(id).lease(leaseId)).else(client.get(keys.leader())).commit(),
     )
     if (res.succeeded) return new EtcdLeadership(deps, id, Number(res.header.revision), lease, timing, grantSentAt)
+    // an earlier attempt may have created the key with its answer lost: ours if it carries our id and our lease
+    const kv = res.responses[0]?.response_range?.kvs[0]
+    if (kv !== undefined && kv.value.toString('utf8') === id && kv.lease === leaseId) {
+      return new EtcdLeadership(deps, id, Number(kv.create_revision), lease, timing, grantSentAt)
+    }
   } catch (err) {
     void lease.revoke().catch(() => {})
     throw err

@@ -9,6 +9,7 @@
  *   leases/VOLUME        LeaseRecord
  * Name segments are URI-encoded, so a "/" in a name cannot alias another key.
  */
+import { ClientClosedError, EtcdLeaseInvalidError } from 'etcd3'
 import { BlockrepError, ErrorCode } from '../util/errors.js'
 
 export const DEFAULT_ETCD_PREFIX = '/blockrep/'
@@ -82,9 +83,9 @@ export function storeError(err: unknown, op: string): BlockrepError {
 }
 
 /**
- * Runs `fn` and fails with ERR_STORE_UNAVAILABLE after `timeoutMs` whatever
- * the client does meanwhile (its retries across members could otherwise add
- * up), so no store call hangs while etcd has no quorum.
+ * Runs `fn` once and fails with ERR_STORE_UNAVAILABLE after `timeoutMs`
+ * whatever the client does meanwhile, so no store call hangs while etcd has
+ * no quorum.
  */
 export async function bounded<T>(op: string, timeoutMs: number, fn: () => Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined
@@ -100,4 +101,41 @@ export async function bounded<T>(op: string, timeoutMs: number, fn: () => Promis
   } finally {
     clearTimeout(timer)
   }
+}
+
+/** Errors worth another attempt on another member: anything but our own verdicts and etcd's "lease not found". */
+function retryable(err: unknown): boolean {
+  if (err instanceof BlockrepError) return false
+  if (err instanceof EtcdLeaseInvalidError || err instanceof ClientClosedError) return false
+  return true
+}
+
+/**
+ * Runs `fn(attempt)` until it succeeds, a non-retryable error comes, or
+ * `totalMs` is spent (then ERR_STORE_UNAVAILABLE with the last error as the
+ * cause). Each attempt carries its own gRPC deadline (the client's call
+ * options), and each may land on another member: a dead member, or a
+ * request lost with an etcd leader that died, costs one attempt, not the
+ * whole call. `attempt` (1-based) tells a write that an earlier attempt may
+ * have applied without an answer reaching us.
+ */
+export async function retrying<T>(op: string, totalMs: number, fn: (attempt: number) => Promise<T>): Promise<T> {
+  const end = Date.now() + totalMs
+  let last: unknown = null
+  for (let attempt = 1; ; attempt++) {
+    const left = end - Date.now()
+    if (left <= 0) break
+    try {
+      return await bounded(op, left, () => fn(attempt))
+    } catch (err) {
+      const timedOut = err instanceof BlockrepError && err.code === ErrorCode.STORE_UNAVAILABLE && err.cause === undefined
+      if (timedOut) break // the overall bound fired
+      const cause = err instanceof BlockrepError && err.code === ErrorCode.STORE_UNAVAILABLE ? err.cause : err
+      if (!retryable(cause)) throw storeError(cause, op)
+      last = cause
+    }
+    await new Promise((r) => setTimeout(r, Math.min(50 * attempt, 250, Math.max(0, end - Date.now()))))
+  }
+  const why = last instanceof Error ? `; last error: ${last.message}` : ''
+  throw new BlockrepError(ErrorCode.STORE_UNAVAILABLE, `etcd ${op}: no answer within ${totalMs} ms${why}`, { cause: last ?? undefined, context: { op, timeoutMs: totalMs } })
 }

@@ -17,7 +17,7 @@ import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3'
 import { EtcdLeaseInvalidError } from 'etcd3'
 import type { Leadership } from './store.js'
 import type { Logger } from '../util/log.js'
-import { bounded } from './store-etcd-keys.js'
+import { bounded, retrying } from './store-etcd-keys.js'
 import type { EtcdKeys } from './store-etcd-keys.js'
 
 export interface LeadershipDeps {
@@ -59,6 +59,7 @@ export class EtcdLeadership implements Leadership {
   private lostReason: string | null = null
   private readonly callbacks: ((reason: string) => void)[] = []
   private keepaliveTimer: NodeJS.Timeout | null = null
+  private inFlight = 0
   private deadlineTimer: NodeJS.Timeout | null = null
   private watcher: Watcher | null = null
   private ended: Promise<void> = Promise.resolve()
@@ -110,7 +111,7 @@ export class EtcdLeadership implements Leadership {
     this.stop()
     const { client, keys, opTimeoutMs } = this.deps
     try {
-      await bounded('resign', opTimeoutMs, () => client.if(keys.leader(), 'Create', '==', this.term).then(client.delete().key(keys.leader())).commit())
+      await retrying('resign', opTimeoutMs, () => client.if(keys.leader(), 'Create', '==', this.term).then(client.delete().key(keys.leader())).commit())
     } catch (err) {
       this.deps.log.warn({ err, term: this.term }, 'resign: could not delete the leader key; it expires with the lease')
     }
@@ -142,7 +143,7 @@ export class EtcdLeadership implements Leadership {
   }
 
   private stop(): void {
-    if (this.keepaliveTimer !== null) clearTimeout(this.keepaliveTimer)
+    if (this.keepaliveTimer !== null) clearInterval(this.keepaliveTimer)
     if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer)
     this.keepaliveTimer = null
     this.deadlineTimer = null
@@ -168,20 +169,24 @@ export class EtcdLeadership implements Leadership {
     }, wait + 1)
   }
 
+  /**
+   * Keepalives go out every `keepaliveMs` whether or not the previous one was
+   * answered: one stuck behind a dead etcd leader must not delay the next.
+   * Each is abandoned once it could no longer extend the deadline.
+   */
   private scheduleKeepalive(): void {
-    this.keepaliveTimer = setTimeout(() => void this.keepalive(), this.timing.keepaliveMs)
+    this.keepaliveTimer = setInterval(() => void this.keepalive(), this.timing.keepaliveMs)
   }
 
   private async keepalive(): Promise<void> {
-    this.keepaliveTimer = null
-    if (!this.isHeld()) return
+    if (!this.isHeld() || this.inFlight >= 3) return
     const sentAt = this.deps.now()
-    const timeoutMs = this.timing.ttlMs
+    const timeoutMs = this.timing.ttlMs - this.timing.marginMs
+    this.inFlight++
     try {
       const res = await bounded('lease keepalive', timeoutMs, () => this.lease.keepaliveOnce({ deadline: new Date(Date.now() + timeoutMs) }))
-      const grantedMs = Number(res.TTL) * 1000
-      const valid = Math.min(this.timing.ttlMs, grantedMs)
-      if (sentAt + valid - this.timing.marginMs > this.deadline) {
+      const valid = Math.min(this.timing.ttlMs, Number(res.TTL) * 1000)
+      if (this.lostReason === null && sentAt + valid - this.timing.marginMs > this.deadline) {
         this.deadline = sentAt + valid - this.timing.marginMs
         this.armDeadline()
       }
@@ -191,9 +196,10 @@ export class EtcdLeadership implements Leadership {
         void this.lose('etcd says the leader lease expired')
         return
       }
-      this.deps.log.warn({ err, term: this.term, remainingMs: this.deadline - this.deps.now() }, 'leader keepalive failed')
+      if (this.lostReason === null) this.deps.log.warn({ err, term: this.term, remainingMs: Math.round(this.deadline - this.deps.now()) }, 'leader keepalive failed')
+    } finally {
+      this.inFlight--
     }
-    if (this.isHeld()) this.scheduleKeepalive()
   }
 
   /** Any deletion or re-creation of the leader key ends this leadership at once. */

@@ -18,7 +18,7 @@ import type { Alarm, ControlStore, Leadership, LeaseRecord, NodePosition, Versio
 import { BlockrepError, ErrorCode } from '../util/errors.js'
 import { createLogger } from '../util/log.js'
 import type { Logger } from '../util/log.js'
-import { EtcdKeys, bounded, decodeValue, encodeValue } from './store-etcd-keys.js'
+import { EtcdKeys, decodeValue, encodeValue, retrying } from './store-etcd-keys.js'
 import { EtcdLeadership } from './store-etcd-leadership.js'
 import type { LeadershipDeps } from './store-etcd-leadership.js'
 import { campaign } from './store-etcd-campaign.js'
@@ -30,6 +30,13 @@ export interface EtcdStoreOptions {
   prefix?: string
   /** bound on every store call (default 5000 ms); past it: ERR_STORE_UNAVAILABLE */
   opTimeoutMs?: number
+  /**
+   * gRPC deadline of one attempt (default ⅓ of opTimeoutMs, at least 500 ms).
+   * A request a member forwarded to an etcd leader that just died is never
+   * answered (etcd gives up only after 5 s + 2 × election timeout); a short
+   * attempt deadline lets the client retry once a new leader is elected.
+   */
+  attemptTimeoutMs?: number
   /** leadership margin: subtracted from every keepalive's validity (default ¼ TTL, at most 1 s) */
   leaderMarginMs?: number
   log?: Logger
@@ -56,12 +63,15 @@ export class EtcdStore implements ControlStore {
     this.leaderMarginMs = opts.leaderMarginMs
     this.keys = new EtcdKeys(opts.prefix)
     this.log = (opts.log ?? createLogger({ level: 'silent' })).child({ component: 'etcd-store' })
-    const callMs = this.opTimeoutMs
+    const callMs = opts.attemptTimeoutMs ?? Math.max(500, Math.floor(this.opTimeoutMs / 3))
     this.client = new Etcd3({
       hosts: opts.hosts.map((h) => (/^https?:\/\//.test(h) ? h : `http://${h}`)),
       dialTimeout: callMs,
       // unary calls get a deadline (so a member without quorum answers in time); streams (watch, keepalive) must not
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callMs }),
+      // one attempt per call: `retrying` retries, bounded in total, and knows when a write is a retry
+      // a watch whose member died reconnects (to a random member) every 250 ms, not on a growing backoff
+      faultHandling: { global: singleAttempt as never, watchBackoff: watchRetry as never },
       ...opts.client,
     })
     this.deps = { client: this.client, keys: this.keys, log: this.log, now: opts.now ?? (() => performance.now()), opTimeoutMs: this.opTimeoutMs }
@@ -123,7 +133,7 @@ export class EtcdStore implements ControlStore {
     const start = async (): Promise<void> => {
       for (let attempt = 0; !stopped; attempt++) {
         try {
-          const res = await bounded('watchVolume read', this.opTimeoutMs, () => this.client.get(key).exec())
+          const res = await retrying('watchVolume read', this.opTimeoutMs, () => this.client.get(key).exec())
           if (stopped) return
           if (res.kvs[0] !== undefined) deliver(res.kvs[0])
           const w = this.client.watch().key(key).startRevision(String(Number(res.header.revision) + 1)).watcher()
@@ -211,10 +221,13 @@ export class EtcdStore implements ControlStore {
     this.assertOpen()
     if (!lead.isHeld()) throw notLeader(lead, op, 'leadership no longer held')
     const leaderKey = this.keys.leader()
-    const res = await bounded(op, this.opTimeoutMs, () => {
+    const encoded = encodeValue(value)
+    let attempts = 0
+    const res = await retrying(op, this.opTimeoutMs, (attempt) => {
+      attempts = attempt
       const txn = this.client.if(leaderKey, 'Create', '==', lead.term).and(leaderKey, 'Value', '==', lead.id)
       if (modRevision !== undefined) txn.and(key, 'Mod', '==', modRevision)
-      return txn.then(this.client.put(key).value(encodeValue(value))).else(this.client.get(leaderKey), this.client.get(key)).commit()
+      return txn.then(this.client.put(key).value(encoded)).else(this.client.get(leaderKey), this.client.get(key)).commit()
     })
     if (res.succeeded) return Number(res.header.revision)
     const leaderKv = res.responses[0]?.response_range?.kvs[0]
@@ -224,6 +237,8 @@ export class EtcdStore implements ControlStore {
       throw notLeader(lead, op, now)
     }
     const cur = res.responses[1]?.response_range?.kvs[0]
+    // an earlier attempt may have applied with its answer lost: then the key holds exactly our value, still under our leadership
+    if (attempts > 1 && cur !== undefined && cur.value.toString('utf8') === encoded) return Number(cur.mod_revision)
     const found = cur === undefined ? null : Number(cur.mod_revision)
     throw new BlockrepError(ErrorCode.STORE_CONFLICT, `${op}: ${key} is at version ${found ?? 'absent'}, expected ${modRevision === 0 ? 'absent' : modRevision}`, {
       context: { key, expected: modRevision === 0 ? null : modRevision, found },
@@ -232,13 +247,13 @@ export class EtcdStore implements ControlStore {
 
   private async getKv(key: string, op: string): Promise<IKeyValue | null> {
     this.assertOpen()
-    const res = await bounded(op, this.opTimeoutMs, () => this.client.get(key).exec())
+    const res = await retrying(op, this.opTimeoutMs, () => this.client.get(key).exec())
     return res.kvs[0] ?? null
   }
 
   private async getPrefix(prefix: string, op: string): Promise<IKeyValue[]> {
     this.assertOpen()
-    const res = await bounded(op, this.opTimeoutMs, () => this.client.getAll().prefix(prefix).exec())
+    const res = await retrying(op, this.opTimeoutMs, () => this.client.getAll().prefix(prefix).exec())
     return res.kvs
   }
 
@@ -246,6 +261,18 @@ export class EtcdStore implements ControlStore {
     if (this.closed) throw new BlockrepError(ErrorCode.SHUTDOWN, 'etcd store is closed')
   }
 }
+
+/** A cockatiel-shaped policy that runs the call once (etcd3's default retries three times, unbounded in total). */
+const singleAttempt = {
+  execute: <T>(fn: (ctx: { attempt: number; signal: AbortSignal }) => Promise<T>): Promise<T> => fn({ attempt: 0, signal: new AbortController().signal }),
+}
+
+/** A cockatiel-shaped constant backoff for re-establishing watch streams. */
+interface ConstantBackoff {
+  duration: number
+  next(): ConstantBackoff
+}
+const watchRetry: ConstantBackoff = { duration: 250, next: () => watchRetry }
 
 function versioned<T>(kv: IKeyValue): Versioned<T> {
   return { value: decodeValue<T>(kv.key.toString(), kv.value), version: Number(kv.mod_revision) }

@@ -34,6 +34,8 @@ export interface EtcdClusterOptions {
   heartbeatMs?: number
   /** etcd --election-timeout, ms (etcd default 1000) */
   electionMs?: number
+  /** etcd --log-level (default warn); the logs are in the temp folder, see logTail */
+  logLevel?: 'debug' | 'info' | 'warn' | 'error'
 }
 
 export class EtcdCluster {
@@ -49,7 +51,7 @@ export class EtcdCluster {
 
   /** Starts the members and waits until every one reports healthy. */
   static async start(options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
-    const opts: Required<EtcdClusterOptions> = { members: 1, heartbeatMs: 100, electionMs: 1000, ...options }
+    const opts: Required<EtcdClusterOptions> = { members: 1, heartbeatMs: 100, electionMs: 1000, logLevel: 'warn', ...options }
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'blockrep-etcd-'))
     const ports = await freePorts(opts.members * 2)
     const members: EtcdMember[] = []
@@ -94,7 +96,7 @@ export class EtcdCluster {
       '--heartbeat-interval', String(this.opts.heartbeatMs),
       '--election-timeout', String(this.opts.electionMs),
       '--logger', 'zap',
-      '--log-level', 'warn',
+      '--log-level', this.opts.logLevel,
     ]
     const log = fs.openSync(path.join(this.root, `${m.name}.log`), 'a')
     const proc = spawn('etcd', args, { stdio: ['ignore', log, log] })
@@ -116,6 +118,24 @@ export class EtcdCluster {
         return false
       }
     }, timeoutMs, `etcd member ${m.name} healthy`)
+  }
+
+  /** The index of the member that is the raft leader now, or null (asks every running member). */
+  async leaderIndex(): Promise<number | null> {
+    const ids: (string | null)[] = []
+    let leader: string | null = null
+    for (const m of this.members) {
+      try {
+        const res = await fetch(`http://${m.endpoint}/v3/maintenance/status`, { method: 'POST', body: '{}', signal: AbortSignal.timeout(2000) })
+        const body = (await res.json()) as { header?: { member_id?: string }; leader?: string }
+        ids.push(body.header?.member_id ?? null)
+        leader = body.leader ?? leader
+      } catch {
+        ids.push(null)
+      }
+    }
+    const i = leader === null ? -1 : ids.indexOf(leader)
+    return i === -1 ? null : i
   }
 
   /** Sends `signal` to member `i` and, for a terminating signal, waits until it exited. */
