@@ -10,6 +10,7 @@
 import { EtcdLeadership, leadershipTiming, ttlSeconds } from './store-etcd-leadership.js'
 import type { LeadershipDeps } from './store-etcd-leadership.js'
 import { bounded, retrying } from './store-etcd-keys.js'
+import { cancelWatch } from './store-etcd-watch.js'
 
 export interface CampaignOptions {
   /** subtract from every keepalive's validity (default ¼ TTL, at most 1 s) */
@@ -76,9 +77,7 @@ function keyChanged(deps: LeadershipDeps, revision: number, pollMs: number, sign
     const done = (err?: unknown): void => {
       clearTimeout(timer)
       signal?.removeEventListener('abort', onAbort)
-      void w.cancel().catch(() => {})
-      if (err === undefined) resolve()
-      else reject(err)
+      void cancelWatch(w).then(() => (err === undefined ? resolve() : reject(err)))
     }
     const onAbort = (): void => done(signal?.reason)
     const timer = setTimeout(() => done(), pollMs)

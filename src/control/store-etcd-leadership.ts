@@ -19,6 +19,7 @@ import type { Leadership } from './store.js'
 import type { Logger } from '../util/log.js'
 import { bounded, retrying } from './store-etcd-keys.js'
 import type { EtcdKeys } from './store-etcd-keys.js'
+import { cancelWatch } from './store-etcd-watch.js'
 
 export interface LeadershipDeps {
   client: Etcd3
@@ -108,14 +109,14 @@ export class EtcdLeadership implements Leadership {
   async resign(): Promise<void> {
     if (this.lostReason !== null) return
     this.lostReason = 'resigned'
-    this.stop()
+    const stopped = this.stop()
     const { client, keys, opTimeoutMs } = this.deps
     try {
       await retrying('resign', opTimeoutMs, () => client.if(keys.leader(), 'Create', '==', this.term).then(client.delete().key(keys.leader())).commit())
     } catch (err) {
       this.deps.log.warn({ err, term: this.term }, 'resign: could not delete the leader key; it expires with the lease')
     }
-    await this.revoke()
+    await Promise.all([this.revoke(), stopped])
     this.deps.log.info({ id: this.id, term: this.term }, 'leadership resigned')
     this.onEnd?.()
   }
@@ -128,9 +129,9 @@ export class EtcdLeadership implements Leadership {
   lose(reason: string): Promise<void> {
     if (this.lostReason !== null) return this.ended
     this.lostReason = reason
-    this.stop()
+    const stopped = this.stop()
     this.deps.log.warn({ id: this.id, term: this.term, reason }, 'leadership lost')
-    this.ended = this.revoke()
+    this.ended = Promise.all([this.revoke(), stopped]).then(() => {})
     for (const cb of this.callbacks.splice(0)) {
       try {
         cb(reason)
@@ -142,14 +143,14 @@ export class EtcdLeadership implements Leadership {
     return this.ended
   }
 
-  private stop(): void {
+  private stop(): Promise<void> {
     if (this.keepaliveTimer !== null) clearInterval(this.keepaliveTimer)
     if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer)
     this.keepaliveTimer = null
     this.deadlineTimer = null
     const w = this.watcher
     this.watcher = null
-    if (w !== null) void w.cancel().catch(() => {})
+    return w === null ? Promise.resolve() : cancelWatch(w)
   }
 
   private async revoke(): Promise<void> {

@@ -13,7 +13,7 @@
  */
 import { performance } from 'node:perf_hooks'
 import { Etcd3 } from 'etcd3'
-import type { IKeyValue, IOptions, Watcher } from 'etcd3'
+import type { IKeyValue, IOptions } from 'etcd3'
 import type { Alarm, ControlStore, Leadership, LeaseRecord, NodePosition, Versioned, VolumeDoc } from './store.js'
 import { BlockrepError, ErrorCode } from '../util/errors.js'
 import { createLogger } from '../util/log.js'
@@ -22,6 +22,7 @@ import { EtcdKeys, decodeValue, encodeValue, retrying } from './store-etcd-keys.
 import { EtcdLeadership } from './store-etcd-leadership.js'
 import type { LeadershipDeps } from './store-etcd-leadership.js'
 import { campaign } from './store-etcd-campaign.js'
+import { watchVolumeKey } from './store-etcd-watch.js'
 
 export interface EtcdStoreOptions {
   /** "host:port" of each etcd member */
@@ -54,7 +55,9 @@ export class EtcdStore implements ControlStore {
   private readonly leaderMarginMs: number | undefined
   private readonly deps: LeadershipDeps
   private readonly held = new Set<EtcdLeadership>()
-  private readonly watches = new Set<() => void>()
+  private readonly watches = new Set<() => Promise<void>>()
+  private readonly closing = new AbortController()
+  private readonly campaigns = new Set<Promise<void>>()
   private closed = false
 
   constructor(opts: EtcdStoreOptions) {
@@ -80,14 +83,21 @@ export class EtcdStore implements ControlStore {
   async campaign(candidateId: string, ttlMs: number, signal?: AbortSignal): Promise<Leadership> {
     this.assertOpen()
     if (!(ttlMs > 0)) throw new BlockrepError(ErrorCode.CONFIG, `campaign: ttlMs must be positive, got ${ttlMs}`)
-    const lead = await campaign(this.deps, candidateId, ttlMs, { marginMs: this.leaderMarginMs, signal })
-    if (this.closed) {
-      await lead.resign()
-      throw new BlockrepError(ErrorCode.SHUTDOWN, 'etcd store closed while campaigning')
-    }
-    this.held.add(lead)
-    lead.onEnd = () => this.held.delete(lead)
-    return lead
+    const both = signal === undefined ? this.closing.signal : AbortSignal.any([signal, this.closing.signal])
+    const running = campaign(this.deps, candidateId, ttlMs, { marginMs: this.leaderMarginMs, signal: both }).then(async (lead) => {
+      if (this.closed) {
+        await lead.resign()
+        throw new BlockrepError(ErrorCode.SHUTDOWN, 'etcd store closed while campaigning')
+      }
+      this.held.add(lead)
+      lead.onEnd = () => this.held.delete(lead)
+      return lead
+    })
+    // close() waits for campaigns to settle (a watch left behind would keep reconnecting)
+    const settled = running.then(() => {}, () => {})
+    this.campaigns.add(settled)
+    void settled.then(() => this.campaigns.delete(settled))
+    return running
   }
 
   async leader(): Promise<{ id: string; term: number } | null> {
@@ -113,66 +123,16 @@ export class EtcdStore implements ControlStore {
 
   watchVolume(name: string, afterRevision: number, cb: (doc: VolumeDoc) => void): () => void {
     this.assertOpen()
-    const key = this.keys.volume(name)
-    let last = afterRevision
-    let stopped = false
-    let watcher: Watcher | null = null
-    let resync = false
-    const deliver = (kv: IKeyValue): void => {
-      if (stopped) return
-      const doc = decodeValue<VolumeDoc>(key, kv.value)
-      if (doc.revision <= last) return
-      last = doc.revision
-      try {
-        cb(doc)
-      } catch (err) {
-        this.log.error({ err, volume: name }, 'watchVolume callback threw')
-      }
-    }
-    // read the current document first, then watch from just after that read, so no change falls in between
-    const start = async (): Promise<void> => {
-      for (let attempt = 0; !stopped; attempt++) {
-        try {
-          const res = await retrying('watchVolume read', this.opTimeoutMs, () => this.client.get(key).exec())
-          if (stopped) return
-          if (res.kvs[0] !== undefined) deliver(res.kvs[0])
-          const w = this.client.watch().key(key).startRevision(String(Number(res.header.revision) + 1)).watcher()
-          watcher = w
-          w.on('put', (kv: IKeyValue) => deliver(kv))
-          w.on('disconnected', () => {
-            resync = true
-          })
-          // the client resumes a broken watch from its last revision; read once more in case it skipped ahead
-          w.on('connected', () => {
-            if (!resync) return
-            resync = false
-            void this.client.get(key).exec().then((r) => r.kvs[0] !== undefined && deliver(r.kvs[0]), () => {})
-          })
-          // a watch cancelled by etcd (e.g. its revision was compacted): start over from the current document
-          w.on('error', (err) => {
-            this.log.warn({ err, volume: name }, 'volume watch cancelled; restarting')
-            if (watcher === w) watcher = null
-            void w.cancel().catch(() => {})
-            if (!stopped) void start()
-          })
-          return
-        } catch (err) {
-          this.log.warn({ err, volume: name, attempt }, 'watchVolume: etcd unavailable, retrying')
-          await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)))
-        }
-      }
-    }
-    void start()
-    const unsubscribe = (): void => {
-      if (stopped) return
-      stopped = true
+    const stop = watchVolumeKey({ client: this.client, log: this.log, opTimeoutMs: this.opTimeoutMs }, this.keys.volume(name), name, afterRevision, cb)
+    let done = false
+    const unsubscribe = (): Promise<void> => {
+      if (done) return Promise.resolve()
+      done = true
       this.watches.delete(unsubscribe)
-      const w = watcher
-      watcher = null
-      if (w !== null) void w.cancel().catch(() => {})
+      return stop()
     }
     this.watches.add(unsubscribe)
-    return unsubscribe
+    return () => void unsubscribe()
   }
 
   async putPosition(lead: Leadership, pos: NodePosition): Promise<void> {
@@ -208,7 +168,9 @@ export class EtcdStore implements ControlStore {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    for (const unsubscribe of [...this.watches]) unsubscribe()
+    this.closing.abort(new BlockrepError(ErrorCode.SHUTDOWN, 'etcd store closed'))
+    await Promise.all([...this.watches].map((unsubscribe) => unsubscribe()))
+    await Promise.all([...this.campaigns])
     await Promise.all([...this.held].map((lead) => lead.lose('store closed')))
     this.client.close()
   }
