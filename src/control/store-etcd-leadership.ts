@@ -105,7 +105,7 @@ export class EtcdLeadership implements Leadership {
     this.callbacks.push(cb)
   }
 
-  /** Deletes the leader key (if still ours) and revokes the lease. `onLost` callbacks are not called. */
+  /** Deletes the leader key (if still ours) and revokes the lease; `onLost` callbacks get "resigned". */
   async resign(): Promise<void> {
     if (this.lostReason !== null) return
     this.lostReason = 'resigned'
@@ -118,6 +118,7 @@ export class EtcdLeadership implements Leadership {
     }
     await Promise.all([this.revoke(), stopped])
     this.deps.log.info({ id: this.id, term: this.term }, 'leadership resigned')
+    this.tell('resigned')
     this.onEnd?.()
   }
 
@@ -132,6 +133,12 @@ export class EtcdLeadership implements Leadership {
     const stopped = this.stop()
     this.deps.log.warn({ id: this.id, term: this.term, reason }, 'leadership lost')
     this.ended = Promise.all([this.revoke(), stopped]).then(() => {})
+    this.tell(reason)
+    this.onEnd?.()
+    return this.ended
+  }
+
+  private tell(reason: string): void {
     for (const cb of this.callbacks.splice(0)) {
       try {
         cb(reason)
@@ -139,8 +146,6 @@ export class EtcdLeadership implements Leadership {
         this.deps.log.error({ err }, 'onLost callback threw')
       }
     }
-    this.onEnd?.()
-    return this.ended
   }
 
   private stop(): Promise<void> {

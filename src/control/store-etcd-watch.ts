@@ -1,8 +1,9 @@
 /**
  * Following one volume document in etcd, every change in order.
  *
- * Read the key first, deliver it if newer than asked, then watch from just
- * after that read, so nothing falls in between. Reconnects are ours, not the
+ * Read the key first; deliver the versions the subscriber has not seen (read
+ * back through etcd's history), then watch from just after that read, so
+ * nothing falls in between. Reconnects are ours, not the
  * etcd3 client's: it resumes a broken watch from the create response's
  * revision (the *current* one), so a second break before the backlog was
  * delivered would skip changes. We track the last mod revision delivered
@@ -64,12 +65,37 @@ export function watchVolumeKey(deps: VolumeWatchDeps, key: string, volume: strin
     })
   }
 
+  /**
+   * The versions of the document after `last` up to `kv`, oldest first,
+   * read back through etcd's history one version at a time (as many reads
+   * as changes the subscriber missed). Stops early where etcd compacted it.
+   */
+  const backlog = async (kv: IKeyValue): Promise<IKeyValue[]> => {
+    const chain = [kv]
+    for (;;) {
+      const oldest = chain[0]!
+      if (decodeValue<VolumeDoc>(key, oldest.value).revision <= last + 1) break
+      if (oldest.mod_revision === oldest.create_revision) break
+      try {
+        const prev = await retrying('watchVolume history', deps.opTimeoutMs, () => client.get(key).revision(Number(oldest.mod_revision) - 1).exec())
+        const pkv = prev.kvs[0]
+        if (pkv === undefined || pkv.create_revision !== oldest.create_revision) break
+        chain.unshift(pkv)
+      } catch (err) {
+        log.info({ err, volume }, 'watchVolume: older versions compacted; delivering from the oldest kept')
+        break
+      }
+    }
+    return chain
+  }
+
   const start = async (): Promise<void> => {
     for (let attempt = 0; !stopped; attempt++) {
       try {
         const res = await retrying('watchVolume read', deps.opTimeoutMs, () => client.get(key).exec())
         if (stopped) return
-        if (res.kvs[0] !== undefined) deliver(res.kvs[0])
+        const history = res.kvs[0] === undefined ? [] : await backlog(res.kvs[0])
+        for (const kv of history) deliver(kv)
         nextRev = Math.max(nextRev, Number(res.header.revision) + 1)
         follow(nextRev)
         return

@@ -9,7 +9,7 @@
  *   {"ev":"standby","at"}            campaigning again
  * argv: URL ID TTL_MS [WRITE_MS]
  */
-import { openStore } from '../../src/control/store-factory.js'
+import { openEtcdStore } from '../../src/control/store-etcd-url.js'
 import type { Alarm, Leadership } from '../../src/control/store.js'
 
 const [url, id, ttlArg, writeArg] = process.argv.slice(2)
@@ -24,7 +24,7 @@ function beat(): Alarm {
   return { id: `hb/${id}`, kind: 'failover', volume: null, node: id!, site: null, message: 'heartbeat', raisedAt: Date.now(), clearedAt: null }
 }
 
-const store = await openStore(url!, { opTimeoutMs: 2000 })
+const store = await openEtcdStore(url!, { opTimeoutMs: 2000 })
 process.on('SIGTERM', () => void store.close().finally(() => process.exit(0)))
 
 for (;;) {

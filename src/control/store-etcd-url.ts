@@ -1,8 +1,8 @@
 /**
- * Picks the controller's store from its `store` setting (config `store`,
- * command line `--store`): a plain path is the file store (one controller),
- * `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]` the etcd store (several
- * controllers, one leader). docs/etcd.md.
+ * The etcd store's URL, `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]` in the
+ * controller's `store` setting, and `openEtcdStore` for the store factory
+ * (src/control/store-factory.ts registers it for the `etcd` scheme).
+ * docs/etcd.md.
  */
 import { BlockrepError, ErrorCode } from '../util/errors.js'
 import type { Logger } from '../util/log.js'
@@ -51,27 +51,17 @@ function bad(url: unknown, why: string): BlockrepError {
   return new BlockrepError(ErrorCode.CONFIG, `store ${JSON.stringify(url)}: ${why}`, { context: { field: 'store' } })
 }
 
-export interface OpenStoreOptions {
+export interface OpenEtcdStoreOptions {
   log?: Logger
-  /** etcd: bound on each store call (default 5000 ms) */
+  /** bound on each store call (default 5000 ms) */
   opTimeoutMs?: number
-  /** etcd: leadership margin (default ¼ of the campaign TTL, at most 1 s) */
+  /** leadership margin (default ¼ of the campaign TTL, at most 1 s) */
   leaderMarginMs?: number
-  /**
-   * Opens the file store for a plain path.
-   * TODO(merge): default to the file store of ./store-file.js (written on the
-   * controller branch) once both branches are merged; until then the caller
-   * passes it.
-   */
-  openFileStore?: (path: string, opts: { log?: Logger }) => ControlStore | Promise<ControlStore>
 }
 
-/** Opens the store a `store` setting names (see parseStoreUrl). */
-export async function openStore(url: string, opts: OpenStoreOptions = {}): Promise<ControlStore> {
+/** Opens the etcd store an `etcd://` URL names; ERR_CONFIG for anything else. */
+export async function openEtcdStore(url: string, opts: OpenEtcdStoreOptions = {}): Promise<ControlStore> {
   const parsed = parseStoreUrl(url)
-  if (parsed.kind === 'etcd') {
-    return new EtcdStore({ hosts: parsed.hosts, prefix: parsed.prefix, log: opts.log, opTimeoutMs: opts.opTimeoutMs, leaderMarginMs: opts.leaderMarginMs })
-  }
-  if (opts.openFileStore === undefined) throw new BlockrepError(ErrorCode.CONFIG, `store ${JSON.stringify(url)}: no file store available here`)
-  return opts.openFileStore(parsed.path, { log: opts.log })
+  if (parsed.kind !== 'etcd') throw bad(url, 'not an etcd:// URL')
+  return new EtcdStore({ hosts: parsed.hosts, prefix: parsed.prefix, ...opts })
 }

@@ -1,10 +1,9 @@
 import t from 'tap'
-import { openStore, parseStoreUrl } from '../src/control/store-factory.js'
+import { openEtcdStore, parseStoreUrl } from '../src/control/store-etcd-url.js'
 import { EtcdStore } from '../src/control/store-etcd.js'
-import type { ControlStore } from '../src/control/store.js'
 import { isCode } from '../src/util/errors.js'
 
-t.test('store-factory - parses etcd URLs and file paths', async (t) => {
+t.test('etcd url - parses etcd URLs and file paths', async (t) => {
   t.same(parseStoreUrl('etcd://127.0.0.1:2379'), { kind: 'etcd', hosts: ['127.0.0.1:2379'], prefix: '/blockrep/' })
   t.same(parseStoreUrl('etcd://a:1,b.example:2,[::1]:2379'), { kind: 'etcd', hosts: ['a:1', 'b.example:2', '[::1]:2379'], prefix: '/blockrep/' })
   t.same(parseStoreUrl('etcd://a:1/prod/blockrep'), { kind: 'etcd', hosts: ['a:1'], prefix: '/prod/blockrep/' })
@@ -14,7 +13,7 @@ t.test('store-factory - parses etcd URLs and file paths', async (t) => {
   t.same(parseStoreUrl('file:///x/y.json'), { kind: 'file', path: '/x/y.json' })
 })
 
-t.test('store-factory - bad store settings are ERR_CONFIG naming what is wrong', async (t) => {
+t.test('etcd url - bad store settings are ERR_CONFIG naming what is wrong', async (t) => {
   const cases: [string, RegExp][] = [
     ['', /expected a file path or etcd/],
     ['etcd://', /no etcd host/],
@@ -36,13 +35,10 @@ t.test('store-factory - bad store settings are ERR_CONFIG naming what is wrong',
   }
 })
 
-t.test('store-factory - openStore picks the etcd store for etcd:// and the file store for a path', async (t) => {
-  const s = await openStore('etcd://127.0.0.1:2379')
+t.test('etcd url - openEtcdStore opens an etcd store for etcd:// and refuses anything else', async (t) => {
+  const s = await openEtcdStore('etcd://127.0.0.1:2379,127.0.0.1:2380/x')
   t.ok(s instanceof EtcdStore)
   await s.close()
-  const fake = {} as ControlStore
-  const opened: string[] = []
-  t.equal(await openStore('/tmp/x.json', { openFileStore: (p) => (opened.push(p), fake) }), fake)
-  t.same(opened, ['/tmp/x.json'])
-  await t.rejects(openStore('etcd://nope'), { code: 'ERR_CONFIG' })
+  await t.rejects(openEtcdStore('/tmp/x.json'), { code: 'ERR_CONFIG', message: /not an etcd:\/\/ URL/ })
+  await t.rejects(openEtcdStore('etcd://nope'), { code: 'ERR_CONFIG' })
 })
