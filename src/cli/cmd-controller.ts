@@ -1,4 +1,5 @@
 import type { Command } from 'commander'
+import { resolve as resolvePath } from 'node:path'
 import { loadControllerConfig } from '../control/config.js'
 import { Controller } from '../control/controller.js'
 import { CenterServer } from '../control/center-server.js'
@@ -12,10 +13,12 @@ export function register(program: Command): void {
     .command('controller')
     .description('run the controller: health, alarms, fenced failover, configuration center (SIGTERM/SIGINT stop it)')
     .requiredOption('--config <file>', 'controller config file (JSON or YAML)')
-    .action(async (flags: { config: string }) => {
+    .option('--store <spec>', 'override the config\'s store: a file path, or etcd://HOST:PORT[,HOST:PORT…][/prefix]')
+    .action(async (flags: { config: string; store?: string }) => {
       const cfg = loadControllerConfig(flags.config)
+      if (flags.store !== undefined) cfg.store = /^[a-z][a-z0-9+.-]*:\/\//i.test(flags.store) ? flags.store : resolvePath(flags.store)
       const log = createLogger({ level: cfg.log.level }).child({ component: 'controller' })
-      const store = await openStore(cfg.store)
+      const store = await openStore(cfg.store, { log })
       const ctl = new Controller(cfg, store, log)
       const server = new CenterServer(ctl, log, cfg.adminToken)
       try {
