@@ -18,13 +18,13 @@ t.test('health - a node is available while its last answer is at most timeoutMs 
   for (const [last, since, now, want, why] of rows) t.equal(nodeAvailable(last, since, now, 1000), want, why)
 })
 
-t.test('health - a site is available when MORE than siteThreshold of its nodes answer', async (t) => {
+t.test('health - a site is available while at least siteThreshold of its nodes answer (and one does)', async (t) => {
   const site = (up: number, total: number, threshold: number) =>
     siteHealth(Array.from({ length: total }, (_, i) => ({ site: 'west', available: i < up })), threshold).get('west')!
   const rows: [number, number, number, boolean][] = [
     [3, 3, 0.5, true], [2, 3, 0.5, true], [1, 3, 0.5, false], [0, 3, 0.5, false],
-    [2, 2, 0.5, true], [1, 2, 0.5, false], [0, 2, 0.5, false],
-    [1, 2, 0.4, true], [1, 1, 0.5, true], [0, 1, 0, false], [1, 4, 0, true],
+    [2, 2, 0.5, true], [1, 2, 0.5, true], [0, 2, 0.5, false], [1, 2, 0.6, false],
+    [1, 2, 0.4, true], [1, 1, 0.5, true], [0, 1, 0.01, false], [1, 4, 0.25, true], [1, 4, 0.3, false], [2, 4, 0.5, true],
   ]
   for (const [up, total, th, want] of rows) {
     const s = site(up, total, th)

@@ -91,7 +91,7 @@ function parseInternal(obj: unknown, baseDir: string, source: string | null): Co
   if (timeoutMs <= heartbeatMs) c.add('timeoutMs', `must be greater than heartbeatMs (${heartbeatMs}): a node gets at least one heartbeat before it counts as down`)
   const leaseMs = c.int(top.leaseMs, 'leaseMs', 4 * heartbeatMs, 10, 3_600_000)
   if (leaseMs < 2 * heartbeatMs) c.add('leaseMs', `must be at least 2 × heartbeatMs (${2 * heartbeatMs}): the lease is renewed every heartbeat and must outlive one lost renewal`)
-  const siteThreshold = c.number(top.siteThreshold, 'siteThreshold', 0.5, n => n >= 0 && n < 1, 'a number from 0 to below 1 (a site is available when MORE than this fraction of its nodes answer)')
+  const siteThreshold = c.number(top.siteThreshold, 'siteThreshold', 0.5, n => n > 0 && n <= 1, 'a number above 0 and at most 1 (a site is available while at least this fraction of its nodes answer)')
   const maxLagSeqs = top.maxLagSeqs === undefined || top.maxLagSeqs === null ? null : c.int(top.maxLagSeqs, 'maxLagSeqs', 0, 0)
   const adminToken = c.secretValue(top, 'adminToken', baseDir)
   const alarm = parseAlarm(c, top.alarm)

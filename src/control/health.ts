@@ -18,11 +18,16 @@ export interface SiteHealth {
   up: number
   ratio: number
   threshold: number
-  /** ratio > threshold */
+  /** at least one node answers and ratio ≥ threshold */
   available: boolean
 }
 
-/** A site (machine room) is available when the ratio of its available nodes exceeds the threshold. */
+/**
+ * A site (machine room) is available while at least `threshold` of its nodes
+ * answer (and at least one does). DESIGN.md says "exceeds"; issue 8 asks that
+ * a two-node room survive the loss of one node at the default 0.5, which only
+ * "at least" gives: a room is not down because one of its two machines is.
+ */
 export function siteHealth(nodes: readonly { site: string; available: boolean }[], threshold: number): Map<string, SiteHealth> {
   const out = new Map<string, SiteHealth>()
   for (const n of nodes) {
@@ -33,7 +38,7 @@ export function siteHealth(nodes: readonly { site: string; available: boolean }[
   }
   for (const s of out.values()) {
     s.ratio = s.total === 0 ? 0 : s.up / s.total
-    s.available = s.ratio > threshold
+    s.available = s.up > 0 && s.ratio >= threshold
   }
   return out
 }
@@ -47,7 +52,7 @@ export interface PrimaryVerdict {
 export function primaryVerdict(node: string, nodeUp: boolean, site: SiteHealth | undefined): PrimaryVerdict {
   if (!nodeUp) return { failed: true, reason: `primary ${node} has not answered a heartbeat within the timeout` }
   if (site !== undefined && !site.available) {
-    return { failed: true, reason: `site ${site.site} of primary ${node} is unavailable (${site.up}/${site.total} nodes answer, needs more than ${site.threshold * 100}%)` }
+    return { failed: true, reason: `site ${site.site} of primary ${node} is unavailable (${site.up}/${site.total} nodes answer, needs at least ${site.threshold * 100}%)` }
   }
   return { failed: false, reason: `primary ${node} answers and its site is available` }
 }
