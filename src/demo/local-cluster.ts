@@ -164,7 +164,7 @@ export class Cluster {
     proc.stderr!.on('data', (d) => appendFileSync(n.log, d))
     n.proc = proc
     const exited = new Promise<never>((_, reject) => proc.once('exit', (code) => reject(new Error(`agent ${id} exited with ${code} during start; log ${n.log}`))))
-    await Promise.race([waitFor(async () => (await this.status(id).catch(() => null)) !== null, 15_000, `agent ${id} admin API`), exited])
+    await Promise.race([waitFor(async () => (await this.status(id).catch(() => null)) !== null, 60_000, `agent ${id} admin API`), exited])
   }
 
   async startAll(): Promise<void> {
