@@ -16,16 +16,17 @@ function peer(s: NodeStatus, id: string): PeerStatus {
   return p
 }
 
-/** `blockrep status --watch` as a child process; resolves with its output and how long it ran. */
-function watch(adminPort: number): Promise<{ code: number | null; stdout: string; ms: number }> {
+/** `blockrep status --watch` as a child process: its output so far, and its end. */
+function watch(adminPort: number): { out: () => string; done: Promise<{ code: number | null; stdout: string; ms: number }> } {
   const started = Date.now()
-  return new Promise((resolve, reject) => {
+  let stdout = ''
+  const done = new Promise<{ code: number | null; stdout: string; ms: number }>((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, 'status', '--watch', '--interval', '200', '--admin', `127.0.0.1:${adminPort}`], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
     child.on('error', reject)
     child.on('close', (code) => resolve({ code, stdout, ms: Date.now() - started }))
   })
+  return { out: () => stdout, done }
 }
 
 t.test('peer figures - a FULL into a re-initialised standby: acked and lag count what is still to send; --watch follows it on the standby', async (t) => {
@@ -42,9 +43,6 @@ t.test('peer figures - a FULL into a re-initialised standby: acked and lag count
   for (const f of [b.data, `${b.data}.meta`, `${b.data}.journal`]) rmSync(f)
   await c.init('b')
   await c.start('b')
-  // the standby's side first: --watch must follow the resync, not exit at once
-  await waitFor(async () => peer(await c.status('b'), 'a').resync !== null, 60_000, 'the resync seen on the standby')
-  const watching = watch(b.adminPort)
   let during: NodeStatus | null = null
   await waitFor(async () => {
     during = await c.status('a')
@@ -61,11 +59,18 @@ t.test('peer figures - a FULL into a re-initialised standby: acked and lag count
   const onStandby = peer(await c.status('b'), 'a')
   t.equal(onStandby.state, 'syncing', 'the standby sees the resync too')
   t.equal(onStandby.resync?.mode, 'FULL', 'with its progress')
-  const w = await watching
-  t.equal(w.code, 0)
-  t.match(w.stdout, /^node\s+b \(standby, epoch 1\)[\s\S]*consistent\s+no/, `it started while the resync ran (after ${w.ms} ms)`)
-  t.match(w.stdout, /a FULL r1: \d+\/8192 blocks/, 'progress lines from the standby side')
-  t.match(w.stdout, /\n\nnode\s+b \(standby, epoch 1\)[\s\S]*consistent\s+yes/, 'then the final status, consistent')
+
+  // --watch on the standby must follow the resync to its end, also across a pause: the primary
+  // stops dialing b half-way, the watch starts on the inconsistent standby, then the resync resumes
+  await c.admin('a', 'POST', '/disconnect', { peer: 'b' })
+  const w = watch(b.adminPort)
+  await waitFor(() => /consistent\s+no/.test(w.out()), 60_000, 'the watch showing the inconsistent standby')
+  await c.admin('a', 'POST', '/connect', { peer: 'b' })
+  const end = await w.done
+  t.equal(end.code, 0)
+  t.match(end.stdout, /^node\s+b \(standby, epoch 1\)[\s\S]*consistent\s+no/, 'it started on the inconsistent standby')
+  t.match(end.stdout, /\nb standby, inconsistent, head \d+; a disconnected/, 'it said the standby waits for its primary')
+  t.match(end.stdout, /\n\nnode\s+b \(standby, epoch 1\)[\s\S]*consistent\s+yes/, `then, ${end.ms} ms later, the final status, consistent`)
   const after = await c.waitInSync('b')
   t.equal(peer(after, 'b').lagSeq, 0)
   t.equal(peer(after, 'b').lagBytes, 0)

@@ -154,7 +154,7 @@ export class Cluster {
   }
 
   /** Spawns the agent and waits until its admin API answers (for up to `timeoutMs`: more on a loaded machine). */
-  async start(id: string, timeoutMs = 15_000): Promise<void> {
+  async start(id: string, timeoutMs = 60_000): Promise<void> {
     const n = this.node(id)
     appendFileSync(n.log, `--- start ${new Date().toISOString()}\n`)
     // BLOCKREP_AGENT_NODE_ARGS: extra node flags for the agents, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
