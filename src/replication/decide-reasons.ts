@@ -115,7 +115,7 @@ export function inSyncReason(pHead: number): string {
 /** Appended when the standby's head is behind what it acknowledged ('' when it is not). */
 export function lostAckedNote(lostAcked: boolean, sHead: number, ackedSeq: number | undefined): string {
   return lostAcked
-    ? ` (the standby's head ${sHead} is behind the seq ${ackedSeq} it acknowledged: it lost acknowledged writes)`
+    ? ` (the standby's head ${sHead} is behind the seq ${ackedSeq} it acknowledged, or that this node assumed for it when promoted: it lost acknowledged writes, or missed the old primary's last ones)`
     : ''
 }
 
@@ -171,7 +171,7 @@ export function unknownChangesWhy(o: {
   const journalWhy = `the journal starts at seq ${o.journalTail}, after the standby's next seq ${sHead + 1},`
   const bitmapWhy = peer === null ? 'the primary has no record of this peer (no dirty bitmap)'
     : !peer.bitmapValid ? "the primary's dirty bitmap for this peer is not valid"
-      : o.lostAcked ? `the standby's head ${sHead} is behind the seq ${peer.ackedSeq} it acknowledged (it lost acknowledged writes), which the dirty bitmap does not cover`
+      : o.lostAcked ? `the standby's head ${sHead} is behind the seq ${peer.ackedSeq} it acknowledged, or that this node assumed for it when promoted (it lost acknowledged writes, or missed the old primary's last ones), which the dirty bitmap does not cover`
         : `the blocks written in ${seqs(sHead + 1, pHead)} could not be assembled`
   const what = o.remainingBlocks !== null
     ? `cannot resume the interrupted resync (${count(o.remainingBlocks, 'block')} remaining): the blocks written since its head ${sHead} are unknown`
