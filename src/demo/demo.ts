@@ -313,9 +313,11 @@ export function failoverVerdict(f: FailoverActReport | null): string {
 export function renderSummary(r: DemoReport): string {
   const lines: string[] = []
   if (r.error !== null) lines.push(`failed: ${r.error}`)
-  const shas = Object.entries(r.sha256)
+  // the end state: after the failover act when it got that far, else after step 5
+  const end = r.failover !== null && Object.keys(r.failover.sha256).length > 0 ? r.failover : r
+  const shas = Object.entries(end.sha256)
   if (shas.length > 0) {
-    lines.push(r.identical
+    lines.push(end.identical
       ? `volumes identical: yes (sha256 ${shas[0]?.[1].slice(0, 16)}… on ${shas.map(([id]) => id).join(', ')})`
       : `volumes identical: NO\n${shas.map(([id, h]) => `  ${id}  ${h}`).join('\n')}`)
   } else {
