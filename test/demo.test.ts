@@ -105,11 +105,14 @@ t.test('demo - the summary says whether the volumes are identical and the modes 
   t.match(ok, /^ok in 12\.3s; agents stopped, temp folder removed$/m)
   t.match(renderSummary({ ...base, ok: false, failover: act({ ok: false, writesMissing: 3 }) }), /^failover act: FAILED \(3 acknowledged writes missing on b\)$/m)
   t.match(renderSummary({ ...base, ok: false, failover: null }), /^failover act: not run$/m)
-  const bad = renderSummary({ ...base, ok: false, identical: false, sha256: { ...base.sha256, c: 'cd'.repeat(32) }, error: 'timed out' })
+  const bad = renderSummary({ ...base, ok: false, identical: false, sha256: { ...base.sha256, c: 'cd'.repeat(32) }, failover: null, error: 'timed out' })
   t.match(bad, /^failed: timed out$/m)
   t.match(bad, /^volumes identical: NO$/m)
   t.match(bad, /--keep/)
   t.match(renderSummary({ ...base, kept: true }), /kept \/tmp\/blockrep-x/)
+  const differ = renderSummary({ ...base, ok: false, failover: act({ ok: false, identical: false, sha256: { a: 'ab', b: 'ab', c: 'cd' } }) })
+  t.match(differ, /^volumes identical: NO\n {2}a {2}ab\n {2}b {2}ab\n {2}c {2}cd$/m, 'the sha256 line is the end state, after the failover act')
+  t.match(differ, /volumes differ after the rejoin/)
 })
 
 t.test('demo - the live line shows the resync mode, percentage, rate and ETA', async (t) => {

@@ -326,7 +326,7 @@ export function renderSummary(r: DemoReport): string {
   const modes = r.steps.map((s) => s.mode ?? '-').join(' → ')
   lines.push(`modes ${modes}: ${r.steps.length === EXPECTED_MODES.length && r.steps.every((s) => s.ok) ? 'as expected' : `expected ${EXPECTED_MODES.join(' → ')}`}`)
   lines.push(`failover act: ${failoverVerdict(r.failover)}`)
-  lines.push(`${r.ok ? 'ok' : 'FAILED'} in ${r.seconds.toFixed(1)}s; ${r.kept ? `kept ${r.dir} (data files, configs, agent logs)` : 'agents stopped, temp folder removed'}`)
+  lines.push(`${r.ok ? 'ok' : 'FAILED'} in ${r.seconds.toFixed(1)}s; ${r.kept ? `kept ${r.dir} (data files, configs, logs)` : 'agents stopped, temp folder removed'}`)
   if (!r.ok && !r.kept) lines.push('run again with --keep to keep the agents\' logs')
   return `${lines.join('\n')}\n`
 }
