@@ -17,7 +17,7 @@ import { formatBytes } from '../util/size.js'
  */
 
 /** The failover act's timing (controller config); the agents' leaseMarginMs is DEMO_LEASE_MARGIN_MS. */
-export const DEMO_CONTROL = { heartbeatMs: 250, timeoutMs: 1250, leaseMs: 2000 } as const
+export const DEMO_CONTROL = { heartbeatMs: 250, timeoutMs: 1500, leaseMs: 2000 } as const
 export const DEMO_LEASE_MARGIN_MS = 500
 
 /** The mode each step must end in, in order. */
