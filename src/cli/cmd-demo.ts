@@ -1,6 +1,6 @@
 import type { Command } from 'commander'
 import { DEMO_CONTROL, DEMO_NODES, DemoTeardown, EXPECTED_MODES, renderStep, renderSummary, runDemo } from '../demo/demo.js'
-import { renderFailover, renderRejoin } from '../demo/failover-act.js'
+import { renderFailover, renderRejoin } from '../demo/render-act.js'
 import type { DemoReport } from '../demo/demo.js'
 import type { PeerStatus } from '../agent/status-types.js'
 import { effectiveEta, formatDuration } from './format-status.js'

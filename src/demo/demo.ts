@@ -2,6 +2,7 @@ import { rmSync } from 'node:fs'
 import { Cluster, randomWrites, waitFor } from './local-cluster.js'
 import { runFailoverAct } from './failover-act.js'
 import type { FailoverActReport } from './failover-act.js'
+import { failoverVerdict } from './render-act.js'
 import type { Teardown } from './local-cluster.js'
 import type { NbdClient } from '../client/nbd-client.js'
 import type { NodeStatus, PeerStatus } from '../agent/status-types.js'
@@ -290,23 +291,6 @@ export function renderStep(s: DemoStep): string {
   const flag = s.ok ? '' : ` (expected ${s.expected})`
   const moved = s.mode === null ? '-' : `${s.blocks} blocks ${formatBytes(s.bytes)}`
   return `${s.n}. ${s.action.padEnd(56)}  ${`${mode}${flag}`.padEnd(10)}  ${moved.padEnd(23)}  ${`${s.seconds.toFixed(1)}s`.padStart(5)}  ${shortReason(s.reason)}`
-}
-
-/** "ok (b promoted 2.1 s after the kill; 0 of 812 acknowledged writes missing; rejoined without FULL)" or what failed. */
-export function failoverVerdict(f: FailoverActReport | null): string {
-  if (f === null) return 'not run'
-  const why: string[] = []
-  if (f.error !== null) why.push(f.error)
-  if (f.newPrimary !== null && f.newRoom === f.room) why.push(`promoted ${f.newPrimary} in the killed room`)
-  if (f.writeErrors > 0) why.push(`${f.writeErrors} client write errors (first: ${f.errors[0] ?? '?'})`)
-  if (f.writesMissing > 0) why.push(`${f.writesMissing} acknowledged writes missing on ${f.newPrimary}`)
-  if (f.newPrimary !== null && !f.proxyFollowed) why.push('nbd-proxy did not follow the new primary')
-  if (Object.values(f.rejoinModes).includes('FULL')) why.push('a rejoin needed FULL')
-  if (f.demoted && !f.identical && f.error === null) why.push('volumes differ after the rejoin')
-  if (f.ok) {
-    return `ok (${f.newPrimary} promoted ${((f.publishedMs ?? 0) / 1000).toFixed(1)} s after the kill; 0 of ${f.writesAcked} acknowledged writes missing; rejoined without FULL)`
-  }
-  return `FAILED (${why.length > 0 ? why.join('; ') : 'see steps 6 and 7'})`
 }
 
 /** The lines after the steps. */

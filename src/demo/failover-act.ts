@@ -280,25 +280,3 @@ function connect(address: string): Promise<NbdClient> {
   const i = address.lastIndexOf(':')
   return NbdClient.connect(address.slice(0, i), Number(address.slice(i + 1)))
 }
-
-/** "6. room east killed (a, c) → the controller promoted b …": the failover as a demo step line. */
-export function renderFailover(r: FailoverActReport, n: number): string {
-  const what = `${n}. room ${r.room || '?'} killed (${r.killed.join(', ')})`
-  if (r.newPrimary === null) return `${what} → FAILED: ${r.error ?? 'no new primary'}`
-  const sec = (ms: number | null): string => (ms === null ? '?' : `${(ms / 1000).toFixed(1)} s`)
-  const client = `client through nbd-proxy kept writing: ${r.writesAcked} writes, ${r.writeErrors} errors, ${r.writesMissing} missing` +
-    (r.proxyFollowed ? '' : ' (the proxy did NOT follow)')
-  return `${what} → controller promoted ${r.newPrimary} (room ${r.newRoom}) in epoch ${r.epoch}, published ${sec(r.publishedMs)} after the kill; ${client}; longest pause ${sec(r.maxPauseMs)}`
-}
-
-/** "7. a and c restarted → a demoted, rejoined by BITMAP, c by HEAD_DELTA; volumes identical". */
-export function renderRejoin(r: FailoverActReport, n: number): string {
-  const names = r.killed.length > 1 ? `${r.killed.slice(0, -1).join(', ')} and ${r.killed.at(-1)}` : (r.killed[0] ?? '?')
-  const what = `${n}. ${names} restarted`
-  if (r.newPrimary === null) return `${what} → not reached`
-  const modes = r.killed.filter(id => r.rejoinModes[id] !== undefined).map(id => `${id} by ${r.rejoinModes[id]}`)
-  const parts = [`${r.oldPrimary} ${r.demoted ? 'demoted' : 'NOT demoted'}`]
-  if (modes.length > 0) parts.push(`rejoined ${r.newPrimary}: ${modes.join(', ')}${r.rejoinSeconds === null ? '' : ` in ${r.rejoinSeconds.toFixed(1)} s`}`)
-  parts.push(r.error !== null ? `FAILED: ${r.error}` : r.identical ? 'volumes identical' : 'volumes DIFFER')
-  return `${what} → ${parts.join('; ')}`
-}
