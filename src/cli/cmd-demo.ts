@@ -1,5 +1,6 @@
 import type { Command } from 'commander'
-import { DEMO_NODES, DemoTeardown, renderStep, renderSummary, runDemo } from '../demo/demo.js'
+import { DEMO_CONTROL, DEMO_NODES, DemoTeardown, EXPECTED_MODES, renderStep, renderSummary, runDemo } from '../demo/demo.js'
+import { renderFailover, renderRejoin } from '../demo/render-act.js'
 import type { DemoReport } from '../demo/demo.js'
 import type { PeerStatus } from '../agent/status-types.js'
 import { effectiveEta, formatDuration } from './format-status.js'
@@ -17,15 +18,21 @@ interface DemoFlags {
 export function register(program: Command): void {
   program
     .command('demo')
-    .description('run a local 3-node demo: every catch-up mode (FULL, HEAD_DELTA, BITMAP), then compare the volumes')
+    .description('run a local 3-node demo: every catch-up mode (FULL, HEAD_DELTA, BITMAP), then a failover under a controller with a client writing through nbd-proxy')
     .option('--size <size>', 'volume size', '64M')
     .option('--journal-size <size>', 'journal ring size (the BITMAP step writes more than this)', '8M')
     .option('--keep', 'keep the temp folder (data files, configs, agent logs) at the end')
     .option('--json', 'print the report as JSON (progress goes to stderr)')
     .addHelpText('after', `
 Three agents on loopback in a temp folder: a (primary), b and c (standbys).
-Exit status 0 when every step chose the expected mode and the volumes are
-byte-identical at the end, 1 otherwise.`)
+Steps 1-5 drive the standbys through every catch-up mode. Steps 6-7 start a
+controller (its config and store file in the same folder) and an nbd-proxy,
+kill a's machine room while a client writes through the proxy, let the
+controller promote b in the other room, check every acknowledged write on b,
+and restart the room: a and c rejoin b as standbys.
+Exit status 0 when every step chose the expected mode, the failover kept every
+acknowledged write, nothing rejoined by FULL and the volumes are byte-identical,
+1 otherwise.`)
     .action(async (flags: DemoFlags) => {
       const size = parseSize(flags.size, { field: '--size', code: 'ERR_USAGE' })
       const journalSize = parseSize(flags.journalSize, { field: '--journal-size', code: 'ERR_USAGE' })
@@ -69,6 +76,11 @@ async function demo(o: { size: number; journalSize: number; keep: boolean; json:
         live.clear()
         if (!o.json && !interrupted) out(`${renderStep(s)}\n`)
       },
+      act: (which, r) => {
+        live.clear()
+        const n = EXPECTED_MODES.length + (which === 'failover' ? 1 : 2)
+        if (!o.json && !interrupted) out(`${which === 'failover' ? renderFailover(r, n) : renderRejoin(r, n)}\n`)
+      },
     })
   } finally {
     live.clear()
@@ -90,7 +102,7 @@ function header(size: number, journalSize: number, dir: string, nbd: string): st
   return [
     `blockrep demo: 3 agents on this machine, a ${formatBytes(size)} volume with a ${formatBytes(journalSize)} journal, in ${dir}`,
     ...rows,
-    'Rooms are only labels for now: the controller that would use them to fail over does not exist yet.',
+    `Steps 6-7: a controller (heartbeat ${DEMO_CONTROL.heartbeatMs} ms, timeout ${DEMO_CONTROL.timeoutMs} ms, lease ${DEMO_CONTROL.leaseMs} ms) fails over when a room goes; a client writes through nbd-proxy.`,
     '',
   ].join('\n') + '\n'
 }

@@ -1,5 +1,8 @@
 import { rmSync } from 'node:fs'
 import { Cluster, randomWrites, waitFor } from './local-cluster.js'
+import { runFailoverAct } from './failover-act.js'
+import type { FailoverActReport } from './failover-act.js'
+import { failoverVerdict } from './render-act.js'
 import type { Teardown } from './local-cluster.js'
 import type { NbdClient } from '../client/nbd-client.js'
 import type { NodeStatus, PeerStatus } from '../agent/status-types.js'
@@ -8,9 +11,15 @@ import { formatBytes } from '../util/size.js'
 /**
  * `blockrep demo`: three agents on loopback (a primary and two standbys),
  * driven through every catch-up mode the way an operator reaches it, with a
- * report of what each handshake chose and what it moved. The scenario only;
- * the CLI renders progress and the report.
+ * report of what each handshake chose and what it moved; then the failover
+ * act (failover-act.ts): a controller, a client writing through nbd-proxy,
+ * the primary's room killed, a standby in the other room promoted, the room
+ * back as standbys. The scenario only; the CLI renders progress and the report.
  */
+
+/** The failover act's timing (controller config); the agents' leaseMarginMs is DEMO_LEASE_MARGIN_MS. */
+export const DEMO_CONTROL = { heartbeatMs: 250, timeoutMs: 1500, leaseMs: 2000 } as const
+export const DEMO_LEASE_MARGIN_MS = 500
 
 /** The mode each step must end in, in order. */
 export const EXPECTED_MODES = ['FULL', 'FULL', 'HEAD_DELTA', 'BITMAP', 'FULL'] as const
@@ -18,7 +27,7 @@ export const EXPECTED_MODES = ['FULL', 'FULL', 'HEAD_DELTA', 'BITMAP', 'FULL'] a
 export interface DemoNode {
   id: string
   role: 'primary' | 'standby'
-  /** a label for now: no controller reads it yet */
+  /** machine room: the controller fails over to another room when the primary's room goes */
   room: string
   /** replication protocol from the primary to this standby; null for the primary */
   protocol: 'sync' | 'async' | null
@@ -26,8 +35,8 @@ export interface DemoNode {
 
 export const DEMO_NODES: readonly DemoNode[] = [
   { id: 'a', role: 'primary', room: 'east', protocol: null },
-  { id: 'b', role: 'standby', room: 'east', protocol: 'sync' },
-  { id: 'c', role: 'standby', room: 'west', protocol: 'async' },
+  { id: 'b', role: 'standby', room: 'west', protocol: 'sync' },
+  { id: 'c', role: 'standby', room: 'east', protocol: 'async' },
 ]
 
 export interface DemoStep {
@@ -67,6 +76,8 @@ export interface DemoReport {
   /** sha256 of each node's data file at the end */
   sha256: Record<string, string>
   identical: boolean
+  /** steps 6 and 7: the failover act; null when the steps before it failed */
+  failover: FailoverActReport | null
   seconds: number
   /** what went wrong, when something did */
   error: string | null
@@ -82,6 +93,8 @@ export interface DemoHooks {
   step?(step: DemoStep): void
   /** the cluster exists: its folder and export addresses are known */
   ready?(info: { dir: string; nbd: string }): void
+  /** the failover act's failover ('failover', step 6) or rejoin ('rejoin', step 7) is over, or failed */
+  act?(which: 'failover' | 'rejoin', report: FailoverActReport): void
 }
 
 export interface DemoOptions {
@@ -130,13 +143,13 @@ export async function runDemo(opts: DemoOptions, td: DemoTeardown, hooks: DemoHo
   const pollMs = opts.pollMs ?? 100
   const report: DemoReport = {
     ok: false, dir: '', kept: opts.keep, size: opts.size, journalSize: opts.journalSize, blockSize: 4096,
-    nodes: DEMO_NODES.map((n) => ({ ...n })), clientBytes: 0, steps: [], sha256: {}, identical: false, seconds: 0, error: null,
+    nodes: DEMO_NODES.map((n) => ({ ...n })), clientBytes: 0, steps: [], sha256: {}, identical: false, failover: null, seconds: 0, error: null,
   }
   // read by Cluster's own teardown when it removes the folder
   if (opts.keep) process.env.BLOCKREP_KEEP_DIR = '1'
   let nbd: NbdClient | null = null
   try {
-    const c = await Cluster.create(td, { nodes: DEMO_NODES.map((n) => n.id), size: opts.size, journalSize: opts.journalSize })
+    const c = await Cluster.create(td, { nodes: DEMO_NODES.map((n) => n.id), size: opts.size, journalSize: opts.journalSize, tunables: { leaseMarginMs: DEMO_LEASE_MARGIN_MS } })
     report.dir = c.dir
     // the primary's peers with their own protocol: b next door is sync, c in the other room async
     const a = c.node('a')
@@ -227,6 +240,11 @@ export async function runDemo(opts: DemoOptions, td: DemoTeardown, hooks: DemoHo
     for (const n of DEMO_NODES) if (n.role === 'standby') await waitCaughtUp(c, n.id, 0, stepTimeoutMs, pollMs, {})
     for (const n of DEMO_NODES) report.sha256[n.id] = await c.sha(n.id)
     report.identical = new Set(Object.values(report.sha256)).size === 1
+
+    await nbd.close().catch(() => {})
+    nbd = null
+    const sites = Object.fromEntries(DEMO_NODES.map((n) => [n.id, n.room]))
+    report.failover = await runFailoverAct(c, td, { sites, ...DEMO_CONTROL, writes: 400, note, phase: (which, r) => hooks.act?.(which, r) })
   } catch (err) {
     report.error = err instanceof Error ? err.message : String(err)
   } finally {
@@ -234,7 +252,7 @@ export async function runDemo(opts: DemoOptions, td: DemoTeardown, hooks: DemoHo
     await td.run()
   }
   report.seconds = (Date.now() - t0) / 1000
-  report.ok = report.error === null && report.identical && report.steps.length === EXPECTED_MODES.length && report.steps.every((s) => s.ok)
+  report.ok = report.error === null && report.identical && report.steps.length === EXPECTED_MODES.length && report.steps.every((s) => s.ok) && report.failover?.ok === true
   return report
 }
 
@@ -279,9 +297,11 @@ export function renderStep(s: DemoStep): string {
 export function renderSummary(r: DemoReport): string {
   const lines: string[] = []
   if (r.error !== null) lines.push(`failed: ${r.error}`)
-  const shas = Object.entries(r.sha256)
+  // the end state: after the failover act when it got that far, else after step 5
+  const end = r.failover !== null && Object.keys(r.failover.sha256).length > 0 ? r.failover : r
+  const shas = Object.entries(end.sha256)
   if (shas.length > 0) {
-    lines.push(r.identical
+    lines.push(end.identical
       ? `volumes identical: yes (sha256 ${shas[0]?.[1].slice(0, 16)}… on ${shas.map(([id]) => id).join(', ')})`
       : `volumes identical: NO\n${shas.map(([id, h]) => `  ${id}  ${h}`).join('\n')}`)
   } else {
@@ -289,7 +309,8 @@ export function renderSummary(r: DemoReport): string {
   }
   const modes = r.steps.map((s) => s.mode ?? '-').join(' → ')
   lines.push(`modes ${modes}: ${r.steps.length === EXPECTED_MODES.length && r.steps.every((s) => s.ok) ? 'as expected' : `expected ${EXPECTED_MODES.join(' → ')}`}`)
-  lines.push(`${r.ok ? 'ok' : 'FAILED'} in ${r.seconds.toFixed(1)}s; ${r.kept ? `kept ${r.dir} (data files, configs, agent logs)` : 'agents stopped, temp folder removed'}`)
+  lines.push(`failover act: ${failoverVerdict(r.failover)}`)
+  lines.push(`${r.ok ? 'ok' : 'FAILED'} in ${r.seconds.toFixed(1)}s; ${r.kept ? `kept ${r.dir} (data files, configs, logs)` : 'agents stopped, temp folder removed'}`)
   if (!r.ok && !r.kept) lines.push('run again with --keep to keep the agents\' logs')
   return `${lines.join('\n')}\n`
 }
