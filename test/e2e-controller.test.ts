@@ -81,6 +81,8 @@ t.test('controller - kill -9 of the primary under sync writes: standby promoted 
   const fo = status.failovers.find((f: any) => f.kind === 'failover' && f.state === 'done')
   t.ok(fo, 'the failover is in the timeline')
   t.same(fo.steps.map((s: any) => s.step), ['detected', 'standby-checked', 'replication-stopped', 'fenced', 'promoted', 'published'], 'in the order of issue 8')
+  // alarms are evaluated at each heartbeat: the failover alarm is up within one after the publication
+  await waitFor(async () => (await ctl.get('/v1/alarms')).active.some((a: any) => a.kind === 'failover'), 10 * timeoutMs, 'the failover alarm')
   const alarms = await ctl.get('/v1/alarms')
   const all = [...alarms.active, ...alarms.history]
   t.ok(all.some((a: any) => a.kind === 'primary-down' && a.node === 'a'), 'primary-down alarm for a')

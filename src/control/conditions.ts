@@ -24,7 +24,7 @@ export function alarmConditions(i: ConditionInput): AlarmCondition[] {
   const out: AlarmCondition[] = []
   if (!i.grace) {
     for (const s of i.sites) {
-      if (!s.available) out.push({ kind: 'site-down', volume: null, node: null, site: s.site, message: `site ${s.site} is unavailable: ${s.up}/${s.total} nodes answer (needs more than ${s.threshold * 100}%)` })
+      if (!s.available) out.push({ kind: 'site-down', volume: null, node: null, site: s.site, message: `site ${s.site} is unavailable: ${s.up}/${s.total} nodes answer (needs at least ${s.threshold * 100}%)` })
     }
   }
   for (const v of i.volumes) {
