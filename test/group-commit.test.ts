@@ -182,3 +182,26 @@ t.test('in-flight - the window frees on ack, waiters wake at their seq, clear re
   await tick()
   t.same([w3.done, w4.done, f.bytes], [true, true, 0], 'a dropped connection releases every waiter (degraded to local durability)')
 })
+
+t.test('group-commit - a sync that throws at once (journal closed) rejects the waiters instead of escaping as an unhandled rejection', async (t) => {
+  let head = 1
+  let calls = 0
+  const closed = new Error('journal is closed')
+  // the first sync succeeds; the one the second waiter kicks throws synchronously, as Journal.sync does once closed
+  const gc = new GroupCommit(() => {
+    calls++
+    if (calls === 1) return new Promise<void>((resolve) => setTimeout(resolve, 5))
+    throw closed
+  }, () => head, 0)
+  const unhandled: unknown[] = []
+  const onUnhandled = (err: unknown): void => void unhandled.push(err)
+  process.on('unhandledRejection', onUnhandled)
+  t.teardown(() => void process.off('unhandledRejection', onUnhandled))
+  const first = gc.wait(1)
+  head = 2
+  const second = gc.wait(2)
+  await first
+  await t.rejects(second, closed, 'the waiter learns the sync failed')
+  await new Promise((r) => setTimeout(r, 20))
+  t.same(unhandled, [], 'nothing escaped as an unhandled rejection')
+})

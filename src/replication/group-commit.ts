@@ -86,7 +86,15 @@ export class GroupCommit {
     const target = this.head()
     const generation = this.generation
     this.pendingBytes = 0
-    this.sync().then(
+    // a sync that throws at once (journal closed, EIO) must reach the waiters like one that rejects,
+    // not escape from the previous sync's callback as an unhandled rejection (which ends the process)
+    let syncing: Promise<void>
+    try {
+      syncing = this.sync()
+    } catch (err) {
+      syncing = Promise.reject(err)
+    }
+    syncing.then(
       () => {
         this.syncing = false
         if (generation === this.generation && target > this.durable) this.durable = target
