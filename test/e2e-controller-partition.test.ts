@@ -31,10 +31,7 @@ t.test('controller - partition: the isolated old primary stops accepting writes 
   await ctl.start()
   let lease = 'unknown'
   await waitFor(async () => (lease = (await ctl.get('/v1/status')).nodes.find((n: any) => n.node === 'a')?.lease ?? 'unknown') !== 'unknown', 10_000, 'the first lease grant to a')
-  if (lease === 'unsupported') {
-    t.skip('the agent has no lease endpoint yet (POST /v1/control/lease answers 404; built on branch agent-lease): enable after the merge')
-    return
-  }
+  t.not(lease, 'unsupported', 'a holds leases: the agent answers POST /v1/control/lease')
   const doc0 = await ctl.get('/v1/volumes/vol0')
   t.equal(doc0.primary.node, 'a')
 
